@@ -1,0 +1,15 @@
+"""Choosing the torch device once, from settings."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> the first CUDA device if one is usable, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
