@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         description="Redis for the job queue; unset = `reward3d serve` starts a private one.",
     )
 
+    # --- classical geometry backend (issue 3; service/pipeline/geometry/classical.py) --------
+    classical_fov_deg: float = Field(
+        55.0, gt=5, lt=170,
+        description="Horizontal field of view assumed by the classical backend before bundle "
+        "adjustment refines the focal length (and kept when the camera does not translate).",
+    )
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
