@@ -29,6 +29,8 @@ EPIPOLAR_SIGMA_PX = 1.0
 PARALLAX_SCALE_PX = 3.0
 AGREEMENT_TOLERANCE = 0.1  # relative depth difference tolerated between two partners
 CONFIDENT = 0.3
+# DIS quality: FAST is ~4x quicker than MEDIUM at 448x252 and scored the same on real footage.
+DIS_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST
 
 
 def optical_flow(
@@ -44,7 +46,7 @@ def optical_flow(
     estimated cameras): ``gray_to`` is warped into ``gray_from``'s view, DIS measures what the
     plane does not explain (parallax), and the two are composed.
     """
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = cv2.DISOpticalFlow_create(DIS_PRESET)
     if homography is None:
         return dis.calc(gray_from, gray_to, None)
     height, width = gray_from.shape

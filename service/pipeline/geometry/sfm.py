@@ -38,7 +38,7 @@ CYCLE_TOLERANCE_DEG = 10.0  # rotation error around a triangle of frames (see be
 MAPPER_MAX_RUNTIME_S = 20  # seconds (an int for pycolmap)
 # Inliers per pair handed to the mapper: the strongest keypoints' (they recur across pairs and
 # form long tracks); more only slow bundle adjustment down.
-MAPPER_MAX_PAIR_INLIERS = 400
+MAPPER_MAX_PAIR_INLIERS = 150
 
 
 @dataclass(frozen=True)
@@ -454,8 +454,14 @@ def _mapper_options(refine_focal: bool):
     options.ba_refine_focal_length = refine_focal
     options.ba_refine_principal_point = False
     options.ba_refine_extra_params = False
-    options.ba_local_max_num_iterations = 25
-    options.ba_global_max_num_iterations = 50
+    # Lighter bundle adjustment than COLMAP's defaults: on the fox photos these settings cut the
+    # mapper from ~1.0 to ~0.4 s with the same accuracy (bench/RESULTS.md).
+    options.ba_local_max_num_iterations = 10
+    options.ba_global_max_num_iterations = 20
+    options.ba_local_max_refinements = 1
+    options.ba_global_max_refinements = 2
+    options.ba_global_frames_ratio = 1.4
+    options.ba_global_points_ratio = 1.4
     options.max_runtime_seconds = MAPPER_MAX_RUNTIME_S
     mapper = options.mapper
     mapper.num_threads = 1
