@@ -70,7 +70,7 @@ def test_aloe_depth_ordering_matches_ground_truth_disparity(backend):
     nearer (lower depth) on the confident pixels."""
     left = cv2.cvtColor(cv2.imread(str(DATA / "aloe" / "aloeL.jpg")), cv2.COLOR_BGR2RGB)
     right = cv2.cvtColor(cv2.imread(str(DATA / "aloe" / "aloeR.jpg")), cv2.COLOR_BGR2RGB)
-    disparity = cv2.imread(str(DATA / "aloe" / "aloeGT.png"), cv2.IMREAD_UNCHANGED)
+    disparity = cv2.imread(str(DATA / "aloe_disparity_gt.png"), cv2.IMREAD_UNCHANGED)
     video, geometry = predict(backend, np.stack([left, right]))
     assert geometry.registered.all(), geometry.diagnostics
     disparity = cv2.resize(disparity, (video.width, video.height), interpolation=cv2.INTER_NEAREST)

@@ -186,11 +186,13 @@ class ClassicalGeometry:
         num_frames = len(keypoints)
         if motion == "static":
             return sfm.static_poses(num_frames, camera), motion
-        if num_frames == 2 and motion == "translation":
-            poses = sfm.two_view_poses(two_views, camera)
-            return poses, "translation" if poses.registered.any() else "unknown"
         refine_focal = self.known_intrinsics is None
         poses = sfm.incremental_poses(keypoints, two_views, camera, refine_focal=refine_focal)
+        if num_frames == 2 and motion == "translation" and not poses.registered.any():
+            # COLMAP re-estimates a pair's pose from scratch and fails on planar scenes (a
+            # degenerate fundamental matrix); the verified two-view pose is the reconstruction.
+            poses = sfm.two_view_poses(two_views, camera)
+            return poses, "translation" if poses.registered.any() else "unknown"
         registered = int(poses.registered.sum())
         if motion == "rotation" and registered < 0.5 * num_frames:
             rotation = sfm.rotation_only_poses(two_views, num_frames, camera)

@@ -335,9 +335,10 @@ def rotation_only_poses(
 
 
 def two_view_poses(two_views: dict[tuple[int, int], TwoView], camera: PinholeCamera) -> SparsePoses:
-    """Two frames: the verified pair's relative pose is the reconstruction (the incremental
-    mapper adds nothing for a pair, and re-estimates a planar scene's pose from a degenerate
-    fundamental matrix). Translation has unit length; the dense step fixes the scale."""
+    """Two frames the incremental mapper could not initialise (it re-estimates the pair's pose
+    and fails on planar scenes): the verified pair's relative pose is the reconstruction. The
+    focal length stays as given or assumed; translation has unit length (the dense step fixes
+    the scale)."""
     view = two_views.get((0, 1))
     if view is None or view.rotation is None or not (view.tri_angle_deg > 0):
         return _unregistered(2, camera, reason="the two frames share no verified geometry")

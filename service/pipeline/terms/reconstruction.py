@@ -161,12 +161,12 @@ def frame_parallax_px(geometry: Geometry, frame: int, neighbours: list[int]) -> 
     grid = pixel_grid(height, width, dtype=torch.float64)[step // 2 :: step, step // 2 :: step]
     depth = depth[step // 2 :: step, step // 2 :: step]
     known = depth > 0
-    if not bool(known.any()):
-        positive = geometry.depth[geometry.depth > 0]
-        fill = float(positive[:: max(1, positive.numel() // 100_000)].double().median()) \
-            if positive.numel() else 1.0
-    else:
+    if bool(known.any()):
         fill = float(depth[known].median())
+    else:  # this frame has no depth: use the clip's (subsampled: exact enough, cheap)
+        positive = geometry.depth[geometry.depth > 0]
+        step_all = max(1, positive.numel() // 100_000)
+        fill = float(positive[::step_all].double().median()) if positive.numel() else 1.0
     depth = torch.where(known, depth, torch.full_like(depth, fill)).reshape(-1)  # [N]
     uv = grid.reshape(-1, 2)
     k_inv = torch.linalg.inv(geometry.intrinsics[frame])
