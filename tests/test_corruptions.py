@@ -54,3 +54,14 @@ def test_bad_arguments_are_refused(frames):
         corrupt(frames, "flicker", 4)
     with pytest.raises(ValueError, match="uint8"):
         corrupt(frames.astype(np.float32), "flicker", 1)
+
+
+def test_severities_share_one_random_layout(frames):
+    """Common random numbers: severity extends or scales the same damage."""
+    moved = []
+    for severity in SEVERITIES:
+        out = corrupt(frames, "shuffle", severity)
+        moved.append({i for i in range(16) if not np.array_equal(out[i], frames[i])})
+    assert moved[0] <= moved[1] <= moved[2]
+    patches = [np.any(corrupt(frames, "popping", s) != frames, axis=(0, 3)) for s in SEVERITIES]
+    assert np.all(patches[1][patches[0]]) and np.all(patches[2][patches[1]])  # same centre, grows

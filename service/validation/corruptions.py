@@ -20,6 +20,11 @@ always returns the same array. Severity 0 is the clean clip.
 
 Counts are rounded and at least one frame is affected. ``scene_cut`` splices in
 ``service.synthetic``'s ray-cast room (deterministic, and a different scene from any footage).
+
+Common random numbers: a family draws the same random layout at every severity (the same warp
+fields, jitter directions, gain signs, patch place, shuffle order), and severity only scales it
+or extends it (a superset of shuffled frames, a larger patch around the same centre). So a
+higher severity is the same damage, more of it, never a luckier or unluckier draw.
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ def corrupt(frames: np.ndarray, family: str, severity: int, *, seed: int = 0) ->
         return frames.copy()
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be 0 (clean) or one of {SEVERITIES}, got {severity}")
-    # One generator per (family, severity, seed): families never share random streams.
-    rng = np.random.default_rng([seed, severity, sorted(FAMILIES).index(family)])
+    # One generator per (family, seed), the same for every severity (common random numbers).
+    rng = np.random.default_rng([seed, sorted(FAMILIES).index(family)])
     return FAMILIES[family](frames, severity - 1, rng)
 
 
@@ -68,10 +73,9 @@ def _centred_block(length: int, total: int) -> slice:
 
 def shuffle(frames: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:
     total = len(frames)
-    moved = np.sort(rng.choice(total, size=_count(SHUFFLE_FRACTION[level], total, 2),
-                               replace=False))  # fmt: skip
-    # A random cyclic order over the chosen positions: every chosen frame leaves its place.
-    cycle = rng.permutation(moved)
+    # The first k positions of one random permutation (nested across severities), cycled:
+    # every chosen frame leaves its place.
+    cycle = rng.permutation(total)[: _count(SHUFFLE_FRACTION[level], total, 2)]
     order = np.arange(total)
     order[cycle] = np.roll(cycle, 1)
     return frames[order]
@@ -139,9 +143,11 @@ def popping(frames: np.ndarray, level: int, rng: np.random.Generator) -> np.ndar
     total, height, width = frames.shape[:3]
     side = int(round(np.sqrt(POPPING_AREA[level] * height * width)))
     side = min(side, height, width)
-    top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+    # Centres drawn in [0,1]^2 (the same at every severity); the square grows around them.
+    centre, source_centre = rng.random(2), rng.random(2)
     source_frame = rng.integers(0, total)
-    source_top, source_left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+    top, left = _place(centre, side, height, width)
+    source_top, source_left = _place(source_centre, side, height, width)
     # A flipped patch, so it never lines up with the scene it came from.
     patch = frames[source_frame, source_top : source_top + side, source_left : source_left + side]
     patch = patch[::-1, ::-1]
@@ -152,6 +158,13 @@ def popping(frames: np.ndarray, level: int, rng: np.random.Generator) -> np.ndar
     out = frames.copy()
     out[shown, top : top + side, left : left + side] = patch
     return out
+
+
+def _place(centre: np.ndarray, side: int, height: int, width: int) -> tuple[int, int]:
+    """Top-left corner of a ``side`` square centred at ``centre`` (fractions), inside the frame."""
+    top = int(round(centre[0] * height - side / 2))
+    left = int(round(centre[1] * width - side / 2))
+    return min(max(top, 0), height - side), min(max(left, 0), width - side)
 
 
 def scene_cut(frames: np.ndarray, level: int, rng: np.random.Generator) -> np.ndarray:

@@ -34,6 +34,8 @@ STATIC_DISPLACEMENT = 0.004
 # triangulation angle look like a camera turning in place.
 ROTATION_MAX_TRI_ANGLE_DEG = 2.0  # keypoint noise alone gives ~0.5-1.2 degrees at 224 px
 MIN_POINTS = 20  # fewer 3D points: the mapper's "success" is degenerate
+STATIC_OVERLAY_MOTION_PX = 8.0  # the pair moves: median match displacement above this
+STATIC_OVERLAY_MAX_PX = 1.0  # ... and these matches do not: an overlay
 CYCLE_TOLERANCE_DEG = 10.0  # rotation error around a triangle of frames (see below)
 MAPPER_MAX_RUNTIME_S = 20  # seconds (an int for pycolmap)
 # Inliers per pair handed to the mapper: the strongest keypoints' (they recur across pairs and
@@ -120,6 +122,7 @@ def verify_pairs(
     diagonal = math.hypot(camera.width, camera.height)
     verified = {}
     for (i, j), putative in sorted(matches.items()):
+        putative = drop_static_overlay(putative, features[i].keypoints_uv, features[j].keypoints_uv)
         if len(putative) < MIN_PAIR_INLIERS:
             continue
         geometry = pycolmap.estimate_two_view_geometry(
@@ -151,38 +154,60 @@ def verify_pairs(
     return verified
 
 
+def drop_static_overlay(
+    matches: np.ndarray,  # [M,2] keypoint indices
+    keypoints_a: np.ndarray,  # [Na,2] pixels
+    keypoints_b: np.ndarray,  # [Nb,2] pixels
+) -> np.ndarray:
+    """Matches that stay put while the scene moves belong to an overlay, not to the scene.
+
+    A logo, a watermark, subtitles or a pasted patch sit at the same pixels in every frame; when
+    the camera moves (the median match moves more than STATIC_OVERLAY_MOTION_PX) their matches
+    (moving less than STATIC_OVERLAY_MAX_PX) would tie the frames to a "scene" glued to the
+    camera, so they are dropped before verification. A still camera keeps all its matches.
+    """
+    if len(matches) == 0:
+        return matches
+    moved = np.linalg.norm(keypoints_b[matches[:, 1]] - keypoints_a[matches[:, 0]], axis=1)
+    if np.median(moved) <= STATIC_OVERLAY_MOTION_PX:
+        return matches
+    return matches[moved >= STATIC_OVERLAY_MAX_PX]
+
+
 def filter_inconsistent_pairs(
     two_views: dict[tuple[int, int], TwoView], tolerance_deg: float = CYCLE_TOLERANCE_DEG
 ) -> dict[tuple[int, int], TwoView]:
-    """Drop verified pairs whose relative rotation every triangle of pairs contradicts.
+    """Drop verified pairs whose relative rotation stronger pairs contradict.
 
     Repetitive texture (tiles, windows, a chessboard) produces pairs that pass RANSAC with a
     wrong pose: the matches are consistently shifted or flipped. Around a triangle of frames
-    (i, k, j) the relative rotations must compose: R_kj R_ik = R_ij. A pair that is part of at
-    least two triangles and agrees with none of them (within ``tolerance_deg``) is removed;
-    pairs without triangles (a chain of frames) are kept. One pass, deterministic.
+    (i, k, j) the relative rotations must compose: R_kj R_ik = R_ij. A pair is removed when it
+    agrees with none of its triangles and at least two of them carry comparable evidence (both
+    other pairs have at least half its inliers): a few weak pairs never overrule a strong one,
+    and pairs without triangles (a chain of frames) are kept. One pass, deterministic.
     """
-    rotations = {}
+    rotations, inliers = {}, {}
     for (i, j), view in two_views.items():
         if view.rotation is not None:
-            rotations[(i, j)] = view.rotation
-            rotations[(j, i)] = view.rotation.T
+            rotations[(i, j)], rotations[(j, i)] = view.rotation, view.rotation.T
+            inliers[(i, j)] = inliers[(j, i)] = len(view.inliers)
     frames = sorted({f for pair in rotations for f in pair})
     kept = {}
     for (i, j), view in two_views.items():
         if (i, j) not in rotations:
             kept[(i, j)] = view
             continue
-        triangles = consistent = 0
+        stronger = consistent = 0
         for k in frames:
             if k in (i, j) or (i, k) not in rotations or (k, j) not in rotations:
                 continue
-            triangles += 1
             predicted = rotations[(k, j)] @ rotations[(i, k)]
             cosine = (np.trace(predicted.T @ rotations[(i, j)]) - 1.0) / 2.0
             if math.degrees(math.acos(min(1.0, max(-1.0, cosine)))) < tolerance_deg:
                 consistent += 1
-        if triangles < 2 or consistent > 0:
+            elif min(inliers[(i, k)], inliers[(k, j)]) >= 0.5 * inliers[(i, j)]:
+                stronger += 1
+        if consistent > 0 or stronger < 2:
             kept[(i, j)] = view
     return kept
 
