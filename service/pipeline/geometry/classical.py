@@ -6,15 +6,18 @@ Steps (each a pure function in features.py, sfm.py or dense.py):
 
 1. SIFT keypoints (RootSIFT) on every frame;
 2. candidate pairs (all pairs for short clips, else temporal neighbours + retrieval), mutual
-   nearest-neighbour matching with a ratio test, two-view verification (E, F, H; RANSAC);
+   nearest-neighbour matching with a ratio test, matches glued to the screen dropped (logos,
+   pasted patches), two-view verification (E, F, H; RANSAC), pairs that stronger triangles of
+   pairs contradict dropped (repetitive texture);
 3. the camera's motion class from neighbouring pairs: ``static`` (keypoints do not move),
    ``rotation`` (homographies with no triangulation angle) or ``translation``;
 4. poses: COLMAP's incremental mapper (translation), homographies (rotation) or the identity
    (static); intrinsics: one pinhole camera, its focal estimated by bundle adjustment from a
    prior of ``classical_fov_deg``, or given;
 5. dense depth for every registered frame: DIS flow to its two best partner frames (most
-   shared 3D points, enough baseline), triangulated; confidence from forward-backward
-   consistency, epipolar distance and parallax (dense.py);
+   shared 3D points, enough baseline), after aligning them by a plane at the scene's median
+   depth, triangulated; confidence from forward-backward consistency, epipolar distance and
+   parallax (dense.py);
 6. scale: median confident depth = 1 (translations scaled with it).
 
 What a clip that cannot be reconstructed returns (never an exception, never silent garbage):
@@ -99,7 +102,6 @@ class ClassicalGeometry:
     # -- the steps ---------------------------------------------------------------------------
     def _predict(self, video: Video) -> Geometry:
         timings: dict[str, float] = {}
-        clock = time.perf_counter()
         num_frames, height, width = video.num_frames, video.height, video.width
         rgb = (video.frames.numpy() * 255.0).round().astype(np.uint8)
         grays = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in rgb]

@@ -30,6 +30,7 @@ MIN_PAIR_INLIERS = 15
 # A camera is "static" when matched keypoints move less than this fraction of the image diagonal
 # between most neighbouring frames (~2 px at 448x252).
 STATIC_DISPLACEMENT = 0.004
+STATIC_MIN_SPREAD = 0.25  # the still matches must cover a quarter of the frame
 # Pairs whose inliers a homography explains (COLMAP: H inliers > 0.8 x E inliers) with a small
 # triangulation angle look like a camera turning in place.
 ROTATION_MAX_TRI_ANGLE_DEG = 2.0  # keypoint noise alone gives ~0.5-1.2 degrees at 224 px
@@ -66,6 +67,7 @@ class TwoView:
     displacement: float  # median keypoint displacement of the inliers / image diagonal
     homography: np.ndarray  # [3,3] maps frame i pixels to frame j pixels (zeros if none)
     num_matches: int
+    spread: float = 1.0  # area of the inliers' 5-95 % box in frame i / the frame's area
     # cam_j_from_cam_i: rotation [3,3] and unit translation [3] (None when not estimated)
     rotation: np.ndarray | None = None
     translation: np.ndarray | None = None
@@ -133,6 +135,8 @@ def verify_pairs(
         if len(inliers) < MIN_PAIR_INLIERS:
             continue
         moved = features[j].keypoints_uv[inliers[:, 1]] - features[i].keypoints_uv[inliers[:, 0]]
+        low, high = np.percentile(features[i].keypoints_uv[inliers[:, 0]], [5, 95], axis=0)
+        spread = float(np.prod(high - low)) / (camera.width * camera.height)
         homography = np.asarray(geometry.H, dtype=np.float64)
         relative = geometry.cam2_from_cam1
         rotation = translation = None
@@ -148,6 +152,7 @@ def verify_pairs(
             displacement=float(np.median(np.linalg.norm(moved, axis=1))) / diagonal,
             homography=homography if np.isfinite(homography).all() else np.zeros((3, 3)),
             num_matches=len(putative),
+            spread=spread,
             rotation=rotation,
             translation=translation,
         )
@@ -217,8 +222,8 @@ def classify_motion(two_views: dict[tuple[int, int], TwoView], order: list[int])
     frames that are not exact copies of their predecessor: a frozen stretch says nothing about
     how the camera moves).
 
-    - ``static``: keypoints barely move between most neighbouring frames (a locked-off
-      camera, possibly filming moving content);
+    - ``static``: keypoints barely move between most neighbouring frames, all over the frame
+      (a locked-off camera, possibly filming moving content);
     - ``rotation``: most neighbouring pairs are explained by a homography with no
       triangulation angle (a camera turning in place: depth is unobservable);
     - ``translation``: anything else (the camera moves: structure from motion applies).
@@ -227,7 +232,8 @@ def classify_motion(two_views: dict[tuple[int, int], TwoView], order: list[int])
     found = [v for v in neighbours if v is not None]
     if not found:
         return "translation"  # nothing to judge by; let the mapper try and report
-    still = sum(v.displacement < STATIC_DISPLACEMENT for v in found)
+    # Still *and* spread over the frame: a pasted patch or a logo also stays put, in one corner.
+    still = sum(v.displacement < STATIC_DISPLACEMENT and v.spread > STATIC_MIN_SPREAD for v in found)
     if still >= 0.5 * len(found) and len(found) >= 0.5 * len(neighbours):
         return "static"
     turning = sum(
