@@ -76,6 +76,14 @@ class RewardPipeline:
             self._geometry_models[backend] = get_geometry(backend, settings=self.settings)
         return self._geometry_models[backend]
 
+    def judge(self):
+        """The VLM shared by plausibility and quality (loaded once, on first use)."""
+        if self._judge is None:
+            from service.pipeline.terms.vlm_judge import VLMJudge
+
+            self._judge = VLMJudge.load(self.settings.vlm_model, device=self.device)
+        return self._judge
+
     def usable_terms(self) -> list[str]:
         """Terms computed when a request names none."""
         terms = ["reconstruction", "trajectory"]
@@ -137,10 +145,13 @@ class RewardPipeline:
             except GeometryError as exc:
                 geometry_error = str(exc)
 
-        # 3. Gaussians: lift every registered frame's pixels to 3D.
+        # 3. Gaussians: the geometry model's own (DA3 Gaussian head) when it has them, else
+        #    lift every registered frame's pixels to 3D.
         gaussians = None
         with clock("gaussians"):
-            if geometry is not None:
+            if geometry is not None and geometry.gaussians is not None:
+                gaussians = geometry.gaussians.to(self.device)
+            elif geometry is not None:
                 gaussians = lift_gaussians(
                     clip.frames,
                     geometry,
@@ -206,7 +217,8 @@ class RewardPipeline:
         return self._lpips_fn
 
     def _judge_term(self, name, clip, geometry, gaussians, prompt, extras) -> TermResult:
-        if not self.settings.vlm_model:
+        uses_vlm = name == "plausibility" or self.settings.quality_backend == "vlm"
+        if uses_vlm and not self.settings.vlm_model:
             return TermResult(
                 status=TermStatus.FAILED,
                 reason=f"the {name} term needs a VLM: set REWARD3D_VLM_MODEL "
@@ -224,6 +236,8 @@ class RewardPipeline:
         backends = dict(self.renderer.versions())
         if geometry_model is not None:
             backends.update(geometry_model.versions())
+        if self._judge is not None:
+            backends.update(self._judge.versions())
         return Versions(
             reward3d=service.__version__,
             reward_spec=service.REWARD_SPEC_VERSION,

@@ -125,6 +125,10 @@ def _render_view(
         opacities, colors = gaussians.opacities[keep], gaussians.colors[keep]
     else:
         opacities, colors = gaussians.opacities, gaussians.colors
+    if u.numel() == 0:  # nothing in view (e.g. absurd cameras): background, alpha 0
+        rgb = background.to(device=device, dtype=torch.float32).expand(height, width, 3).clone()
+        empty = torch.zeros(height, width, device=device)
+        return rgb, empty, empty.clone()
     col0 = torch.floor(u - 0.5)  # the pixel whose centre is just left of / above the point
     row0 = torch.floor(v - 0.5)
     dump = height * width
