@@ -130,6 +130,10 @@ def _hf_directory(source: str, files: tuple[str, ...]) -> tuple[Path | None, str
         return path, f"local directory {path}"
     from huggingface_hub import try_to_load_from_cache
 
+    from service.pipeline.geometry.da3_checkpoint import looks_like_a_path
+
+    if looks_like_a_path(source):
+        return None, f"local directory {path} does not exist"
     try:
         cached = try_to_load_from_cache(source, files[0])
     except Exception as exc:

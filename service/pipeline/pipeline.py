@@ -46,6 +46,7 @@ from service.schemas import (
 from service.settings import GeometryBackend, Settings, get_settings
 
 VideoSource = str | Path | np.ndarray | torch.Tensor
+GEOMETRY_TERMS = ("reconstruction", "trajectory", "plausibility")  # terms that need step 2
 
 
 @dataclass
@@ -132,16 +133,17 @@ class RewardPipeline:
                 prompt=prompt, trajectory=trajectory, times=clip.normalized_times
             )
 
-        # 2. Geometry: depth, confidence and cameras per frame.
-        geometry, geometry_error = None, None
+        # 2. Geometry: depth, confidence and cameras per frame (skipped when no wanted term
+        #    needs it, e.g. the trainer's quality-only dynamic phase).
+        geometry, geometry_error, model = None, None, None
         with clock("geometry"):
             if geometry_arrays is not None:
                 model = get_geometry(GeometryBackend.ORACLE, settings=settings,
                                      arrays=geometry_arrays)  # fmt: skip
-            else:
+            elif set(terms_wanted) & set(GEOMETRY_TERMS):
                 model = self.geometry_model()
             try:
-                geometry = model.predict(clip)
+                geometry = model.predict(clip) if model is not None else None
             except GeometryError as exc:
                 geometry_error = str(exc)
 
@@ -194,7 +196,7 @@ class RewardPipeline:
 
     def _term(self, name, clip, geometry, geometry_error, held_out, gaussians, target, prompt,
               extras) -> TermResult:  # fmt: skip
-        needs_geometry = name in ("reconstruction", "trajectory", "plausibility")
+        needs_geometry = name in GEOMETRY_TERMS
         if name == "trajectory" and target is None:
             return not_applicable()
         if needs_geometry and geometry is None:

@@ -21,8 +21,10 @@ import arbitrary code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +152,8 @@ def resolve_checkpoint(source: str) -> tuple[Path | None, str]:
         return path, f"local directory {path}"
     if path.exists():
         return None, f"{path} is a file; a DA3 checkpoint is a directory (config.json, model.safetensors)"
+    if looks_like_a_path(source):
+        return None, f"local directory {path} does not exist"
     from huggingface_hub import try_to_load_from_cache
 
     try:
@@ -159,6 +163,11 @@ def resolve_checkpoint(source: str) -> tuple[Path | None, str]:
     if all(isinstance(item, str) for item in cached):
         return Path(cached[0]).parent, f"hub id {source} (in the Hugging Face cache)"
     return None, f"hub id {source} is not in the Hugging Face cache (download it: docs/models.md)"
+
+
+def looks_like_a_path(source: str) -> bool:
+    """Hub ids are "owner/name"; anything absolute, relative-dotted or deeper is a path."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1
 
 
 def checkpoint_model_name(directory: Path) -> str:
@@ -199,7 +208,9 @@ def _load(source: str, device: torch.device) -> LoadedDA3:
     if not ok:
         raise CheckpointError(why)
     try:
-        checkpoint = DA3Checkpoint.from_pretrained(source, strict=True, map_location="cpu")
+        # huggingface_hub prints a progress line on stdout: keep stdout clean for --json.
+        with contextlib.redirect_stdout(sys.stderr):
+            checkpoint = DA3Checkpoint.from_pretrained(source, strict=True, map_location="cpu")
     except CheckpointError:
         raise
     except Exception as exc:  # offline cache miss, missing file, key mismatch...
