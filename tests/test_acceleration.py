@@ -87,3 +87,17 @@ def test_everything_failing_ends_in_eager_or_a_clear_error(monkeypatch, tmp_path
         accelerate_backbone(Loaded(network, torch.device("cpu")), mode="auto",
                             example=torch.zeros(1, 2, 3, 14, 14), run=broken,
                             engine_cache=tmp_path, max_frames=16)  # fmt: skip
+
+
+def test_a_second_backend_starts_from_the_eager_backbone(monkeypatch, tmp_path):
+    monkeypatch.setattr(acceleration, "path_prerequisites", lambda path: (True, "stand-in"))
+    loaded = Loaded(Net(), torch.device("cuda"))
+    original = loaded.network.backbone
+    compile_fn = lambda module, path, engine_cache: Compiled(module, path)  # noqa: E731
+    common = dict(example=torch.zeros(1, 2, 3, 14, 14), run=lambda i, p: None,
+                  engine_cache=tmp_path, max_frames=16, compile_fn=compile_fn)  # fmt: skip
+    assert accelerate_backbone(loaded, mode="tensorrt", **common).path == "tensorrt"
+    assert accelerate_backbone(loaded, mode="torch_compile", **common).path == "torch_compile"
+    assert loaded.network.backbone.inner is original  # not a compiled module wrapped again
+    assert accelerate_backbone(loaded, mode="eager", **common).path == "eager"
+    assert loaded.network.backbone is original

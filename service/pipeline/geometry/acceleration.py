@@ -134,7 +134,11 @@ def accelerate_backbone(
 ) -> AccelerationResult:
     """Install the first path that survives a warm-up pass; restore eager on any failure."""
     slots = backbone_slots(loaded.network)
-    originals = [slot.backbone for slot in slots]
+    if getattr(loaded, "eager_backbones", None) is None:
+        loaded.eager_backbones = [slot.backbone for slot in slots]
+    originals = loaded.eager_backbones
+    for slot, original in zip(slots, originals):  # start from eager, whatever ran before
+        slot.backbone = original
     skipped: list[str] = []
     for path in candidate_paths(mode, loaded.device.type):
         ok, why = path_prerequisites(path)

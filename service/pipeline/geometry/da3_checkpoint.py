@@ -47,8 +47,8 @@ LICENCES = {
     "da3-large": "CC-BY-NC-4.0",
     "da3-giant": "CC-BY-NC-4.0",
     "da3nested-giant-large": "CC-BY-NC-4.0",
-    "da3metric-large": "Apache-2.0",
-    "da3mono-large": "Apache-2.0",
+    "da3metric-large": "see the model card",
+    "da3mono-large": "see the model card",
 }
 
 
@@ -187,6 +187,9 @@ class LoadedDA3:
     model_name: str
     device: torch.device
     has_gaussian_head: bool
+    # The uncompiled backbone(s), kept so that a later backend can re-choose its execution
+    # path from eager rather than wrap an already compiled module (acceleration.py).
+    eager_backbones: list[nn.Module] | None = None
 
 
 _LOADED: dict[tuple[str, str], LoadedDA3] = {}
