@@ -98,7 +98,7 @@ def _render_view(
     depth_tolerance: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # Dense tensors throughout (out-of-image splats go to a spare "dump" pixel): boolean
-    # compaction and fancy indexing cost more than the arithmetic here.
+    # compaction and fancy indexing cost more than the arithmetic they would save.
     device = gaussians.means.device
     rotation = world_to_camera[:3, :3].float()
     translation = world_to_camera[:3, 3].float()
@@ -114,28 +114,19 @@ def _render_view(
     # Window of 2R x 2R pixel centres around the point: R = 1 is the 2x2 block bracketing it
     # (a point at its native resolution); magnified points (larger sigma) get larger windows.
     half = torch.round(WINDOW_PER_SIGMA * sigma_px).clamp(1, MAX_RADIUS)
-    keep = (
-        (z > NEAR_PLANE)
-        & (u + half > 0) & (u - half < width)
-        & (v + half > 0) & (v - half < height)
-        & (gaussians.opacities > 0)
-    )  # fmt: skip
-    if not bool(keep.all()):
-        u, v, z, sigma_px, half = u[keep], v[keep], z[keep], sigma_px[keep], half[keep]
-        opacities, colors = gaussians.opacities[keep], gaussians.colors[keep]
-    else:
-        opacities, colors = gaussians.opacities, gaussians.colors
-    if u.numel() == 0:  # nothing in view (e.g. absurd cameras): background, alpha 0
-        rgb = background.to(device=device, dtype=torch.float32).expand(height, width, 3).clone()
-        empty = torch.zeros(height, width, device=device)
-        return rgb, empty, empty.clone()
-    col0 = torch.floor(u - 0.5)  # the pixel whose centre is just left of / above the point
-    row0 = torch.floor(v - 0.5)
+    # Points behind the camera or without opacity are sent off-image (their splats all land on
+    # the dump pixel) rather than compacted away: masking costs more than the wasted arithmetic.
+    visible = (z > NEAR_PLANE) & (gaussians.opacities > 0)
+    opacities, colors = gaussians.opacities, gaussians.colors
+    col0 = torch.where(visible, torch.floor(u - 0.5), -2.0 * MAX_RADIUS)
+    row0 = torch.where(visible, torch.floor(v - 0.5), -2.0 * MAX_RADIUS)
     dump = height * width
 
-    pixel_ids, depths, weights, splat_colors = [], [], [], []
-    single = bool(half.min() == half.max())  # the common case: one window size for all
-    radii = [float(half[0])] if single else torch.unique(half).tolist()
+    # One entry per window offset and point group: (pixel ids [G], weights [G], depths [G],
+    # colours [G,3]). Offset-major loops avoid materialising [G,K] copies of depth and colour.
+    splats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    single = bool(half.min() == half.max()) if half.numel() else True  # usually one size
+    radii = ([float(half[0])] if half.numel() else []) if single else torch.unique(half).tolist()
     for r in radii:
         if single:
             cols0, rows0, us, vs, zs, sig, op, co = col0, row0, u, v, z, sigma_px, opacities, colors
@@ -143,42 +134,41 @@ def _render_view(
             group = half == r
             cols0, rows0, us, vs = col0[group], row0[group], u[group], v[group]
             zs, sig, op, co = z[group], sigma_px[group], opacities[group], colors[group]
-        offsets = torch.arange(-int(r) + 1, int(r) + 1, device=device, dtype=u.dtype)
-        di, dj = torch.meshgrid(offsets, offsets, indexing="ij")
-        col = cols0[:, None] + dj.reshape(1, -1)  # [G,K]
-        row = rows0[:, None] + di.reshape(1, -1)
         # Tent weights (bilinear splatting widened to the footprint): a point exactly on a pixel
         # centre at native resolution gives that pixel weight 1 and its neighbours 0.
-        inv_width = (1.0 / (WINDOW_PER_SIGMA * sig).clamp_min(1.0))[:, None]
-        tent_u = (1 - (col + 0.5 - us[:, None]).abs() * inv_width).clamp_min(0)
-        tent_v = (1 - (row + 0.5 - vs[:, None]).abs() * inv_width).clamp_min(0)
-        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-        ids = torch.where(inside, row * width + col, torch.full_like(col, dump)).long()
-        window = ids.shape[1]
-        pixel_ids.append(ids.reshape(-1))
-        weights.append((tent_u * tent_v * op[:, None]).reshape(-1))
-        depths.append(zs[:, None].expand(-1, window).reshape(-1))
-        splat_colors.append(co[:, None, :].expand(-1, window, 3).reshape(-1, 3))
-    if not pixel_ids:
+        inv_width = 1.0 / (WINDOW_PER_SIGMA * sig).clamp_min(1.0)
+        du0, dv0 = cols0 + 0.5 - us, rows0 + 0.5 - vs  # offset of the window's first centre
+        tents_u, tents_v, cols, rows = [], [], [], []
+        for offset in range(-int(r) + 1, int(r) + 1):
+            tents_u.append((1 - (du0 + offset).abs() * inv_width).clamp_min(0))
+            tents_v.append((1 - (dv0 + offset).abs() * inv_width).clamp_min(0))
+            cols.append(cols0 + offset)
+            rows.append(rows0 + offset)
+        col_ok = [(c >= 0) & (c < width) for c in cols]
+        row_ok = [(r_ >= 0) & (r_ < height) for r_ in rows]
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                ids = torch.where(row_ok[i] & col_ok[j], rows[i] * width + cols[j], dump).long()
+                splats.append((ids, tents_u[j] * tents_v[i] * op, zs, co))
+    if not splats:
         return (
             background.expand(height, width, 3).clone(),
             torch.zeros(height, width, device=device),
             torch.zeros(height, width, device=device),
         )
-    pixel_ids = torch.cat(pixel_ids)
-    depths = torch.cat(depths)
-    weights = torch.cat(weights)
-    splat_colors = torch.cat(splat_colors)
 
     nearest = torch.full((dump + 1,), float("inf"), device=device)
-    nearest = nearest.scatter_reduce(0, pixel_ids, depths, reduce="amin")
-    weights = weights * (depths <= nearest[pixel_ids] * (1 + depth_tolerance))
-
-    weight_sum = torch.zeros(dump + 1, device=device).index_add_(0, pixel_ids, weights)
-    color_sum = torch.zeros(dump + 1, 3, device=device).index_add_(
-        0, pixel_ids, weights[:, None] * splat_colors
-    )
-    depth_sum = torch.zeros(dump + 1, device=device).index_add_(0, pixel_ids, weights * depths)
+    for ids, _, zs, _ in splats:
+        nearest.scatter_reduce_(0, ids, zs, reduce="amin")
+    limit = nearest * (1 + depth_tolerance)
+    weight_sum = torch.zeros(dump + 1, device=device)
+    color_sum = torch.zeros(dump + 1, 3, device=device)
+    depth_sum = torch.zeros(dump + 1, device=device)
+    for ids, weights, zs, co in splats:
+        weights = weights * (zs <= limit[ids])
+        weight_sum.index_add_(0, ids, weights)
+        color_sum.index_add_(0, ids, weights[:, None] * co)
+        depth_sum.index_add_(0, ids, weights * zs)
     weight_sum, color_sum, depth_sum = weight_sum[:dump], color_sum[:dump], depth_sum[:dump]
     covered = weight_sum > 0
     safe = weight_sum.clamp_min(1e-12)
