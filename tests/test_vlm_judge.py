@@ -112,7 +112,7 @@ def test_rubric_favours_no_camera_motion():
 
 
 # -- terms through the pipeline --------------------------------------------------------------
-def test_plausibility_and_quality_terms_through_the_pipeline(vlm_dir, monkeypatch):
+def test_plausibility_and_quality_terms_through_the_pipeline(vlm_dir, monkeypatch, tmp_path):
     from service.pipeline import RewardPipeline
     from service.schemas import ScoreOptions
 
@@ -141,6 +141,10 @@ def test_plausibility_and_quality_terms_through_the_pipeline(vlm_dir, monkeypatc
     assert result.versions.backends["vlm"] == str(vlm_dir)
     assert result.versions.backends["rubrics"] == "file@1"
     assert math.isfinite(result.total)
+    from service.pipeline.artifacts import save_renders
+
+    written = save_renders(output, tmp_path / "renders")
+    assert sum(path.name.startswith("novel_orbit_left_") for path in written) == 1
     vlm_judge._JUDGES.clear()
 
 

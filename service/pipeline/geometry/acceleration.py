@@ -81,7 +81,7 @@ def plan_acceleration(mode: str, device_type: str) -> AccelerationResult:
 
 def backbone_slots(network: nn.Module) -> list[nn.Module]:
     """Modules holding a ``backbone`` attribute (one, or two for the nested variant)."""
-    return [module for module in network.modules() if isinstance(getattr(module, "backbone", None), nn.Module)]
+    return [m for m in network.modules() if isinstance(getattr(m, "backbone", None), nn.Module)]
 
 
 def tensorrt_options(engine_cache: Path) -> dict[str, Any]:
@@ -154,7 +154,8 @@ def accelerate_backbone(
         except Exception as exc:  # any failure: fall back, and say why
             for slot, original in zip(slots, originals):
                 slot.backbone = original
-            skipped.append(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
+            skipped.append(f"{path}: {type(exc).__name__}: {first_line}")
             continue
         note = f" (skipped: {'; '.join(skipped)})" if skipped else ""
         reason = "CPU: plain fp32 call" if loaded.device.type != "cuda" else f"warm-up passed{note}"
