@@ -184,6 +184,10 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
             "geometry": resolve_geometry_backend(settings).value,
             "renderer": resolve_renderer_backend(settings.renderer, device.type).value,
         }
+        from service.pipeline.geometry.acceleration import plan_acceleration
+
+        plan = plan_acceleration(settings.da3_compile, device.type)
+        report["active"]["da3_acceleration"] = f"{plan.path} ({plan.reason})"
     except ImportError as exc:
         report["pipeline"] = f"not installed ({exc}); install the 'pipeline' extra"
     except RuntimeError as exc:
@@ -205,6 +209,12 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         stdout.print(table)
     if "active" in report:
         stdout.print(f"active: geometry={report['active']['geometry']}, renderer={report['active']['renderer']}")
+        stdout.print(f"da3 backbone: {report['active']['da3_acceleration']}")
+
+
+from service.cli_models import models_app  # noqa: E402  (reward3d models ...)
+
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:
