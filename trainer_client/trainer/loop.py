@@ -158,6 +158,8 @@ class Trainer:
         if self.device.type == "cpu":
             torch.set_num_threads(config.run.num_threads)
         torch.manual_seed(config.run.seed)
+        # the reward source first: a misconfigured one fails before minutes of model loading
+        self.reward_source = reward_source if reward_source is not None else build_reward_source(config.reward)
 
         # prompts (the tiny model's tokenizer is built from them)
         base = config.base_dir
@@ -209,7 +211,6 @@ class Trainer:
         self.optimizer_updates = 0
         self._failed_steps_in_a_row = 0
 
-        self.reward_source = reward_source if reward_source is not None else build_reward_source(config.reward)
         self.output_dir = Path(config.run.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.logger = MetricsLogger(
