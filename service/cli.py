@@ -207,6 +207,12 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         stdout.print(f"active: geometry={report['active']['geometry']}, renderer={report['active']['renderer']}")
 
 
+# The service commands (serve, worker) live in their own module.
+from service.cli_service import register as _register_service_commands  # noqa: E402
+
+_register_service_commands(app)
+
+
 def main() -> None:
     app()
 
