@@ -9,6 +9,7 @@ key, saves it (mode 600) in the data directory and prints it; ``--insecure`` tur
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -79,17 +80,34 @@ def serve(
         if local_redis is not None:
             local_redis.stop()
         raise fail(str(exc)) from None
+    _Server = _server_class()
     pool = WorkerPool(settings, settings.embedded_workers)
     pool.start()
     stderr.print(f"reward3d: http://{settings.host}:{settings.port} ({settings.embedded_workers} worker(s))")
     try:
-        uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                      log_level=log_level, timeout_graceful_shutdown=10)).run()  # fmt: skip
+        _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
+                               timeout_graceful_shutdown=10)).run()  # fmt: skip
     finally:
         stderr.print("stopping: workers finish the job in hand")
         pool.stop(timeout_s=settings.item_time_limit_s + 30)
         if local_redis is not None:
             local_redis.stop()
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after a graceful exit, which would kill us before
+        the workers and Redis are stopped; we handle the signal ourselves instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()
+
+    return Server
 
 
 def _local_api_key(data_dir: Path) -> str:
@@ -121,7 +139,8 @@ class WorkerPool:
         env.update(REWARD3D_REDIS_URL=self.settings.redis_url,
                    REWARD3D_BLOB_DIR=str(self.settings.resolved_blob_dir()),
                    REWARD3D_DATA_DIR=str(self.settings.data_dir),
-                   REWARD3D_QUEUE_NAME=self.settings.queue_name)  # fmt: skip
+                   REWARD3D_QUEUE_NAME=self.settings.queue_name,
+                   REWARD3D_PARENT_PID=str(os.getpid()))  # fmt: skip
         return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
                                 start_new_session=True)  # fmt: skip
 
@@ -161,4 +180,6 @@ def worker(
     if not settings.redis_url:
         raise fail("set REWARD3D_REDIS_URL (or REDIS_URL) to the Redis the API uses")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    raise typer.Exit(run_worker(settings, burst=burst, name=name, logging_level=log_level.upper()))
+    parent = os.environ.get("REWARD3D_PARENT_PID")  # set by `reward3d serve` for its workers
+    raise typer.Exit(run_worker(settings, burst=burst, name=name, logging_level=log_level.upper(),
+                                parent_pid=int(parent) if parent and parent.isdigit() else None))

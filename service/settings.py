@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     max_inflight_per_key: int = Field(64, ge=1, description="Unfinished jobs per API key.")
     max_wait_s: float = Field(300.0, ge=0, description="Longest `?wait=` a request may ask for.")
     # Reliability.
-    job_retries: int = Field(3, ge=0, le=20, description="Re-runs of a job after a crash/error.")
+    job_retries: int = Field(3, ge=0, le=100, description="Re-runs of a job after a crash/error.")
     retry_backoff_s: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [1, 5, 15], description="Delay before each retry (comma-separated)."
     )

@@ -18,6 +18,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -124,16 +126,17 @@ def install_error_handlers(app: FastAPI) -> None:
         problem = Problem(code, str(exc.detail), headers=getattr(exc, "headers", None) or {})
         return problem_response(problem, request.url.path)
 
+    async def _redis_down(request: Request, exc: Exception) -> Response:
+        log.warning("Redis unreachable during %s %s: %s", request.method, request.url.path, exc)
+        problem = Problem("unavailable", "the job store (Redis) is unreachable; retry shortly",
+                          headers={"Retry-After": "2"})  # fmt: skip
+        return problem_response(problem, request.url.path)
+
+    app.add_exception_handler(RedisConnectionError, _redis_down)
+    app.add_exception_handler(RedisTimeoutError, _redis_down)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
-        if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
-            log.warning("Redis unreachable during %s %s: %s", request.method, request.url.path, exc)
-            problem = Problem("unavailable", "the job store (Redis) is unreachable; retry shortly",
-                              headers={"Retry-After": "2"})  # fmt: skip
-            return problem_response(problem, request.url.path)
         error_id = uuid.uuid4().hex[:12]
         log.exception("internal error %s during %s %s", error_id, request.method, request.url.path)
         problem = Problem("internal-error", f"an internal error occurred (error id {error_id})")

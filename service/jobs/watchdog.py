@@ -56,7 +56,8 @@ class SweepReport:
 def sweep(connection, settings, *, store=None, force_janitor: bool = False) -> SweepReport | None:
     """One pass (see the module docstring). None if another process holds the lock."""
     token = uuid.uuid4().hex
-    lock_ms = int(max(settings.watchdog_interval_s * 5, 10) * 1000)
+    # Short: a process killed mid-sweep must not stop the sweeps for long.
+    lock_ms = int(max(settings.watchdog_interval_s * 3, 3) * 1000)
     if not connection.set(keys.sweep_lock(), token, nx=True, px=lock_ms):
         return None
     try:

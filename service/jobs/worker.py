@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -97,8 +98,10 @@ class RewardWorker(SimpleWorker):
 class Heartbeat(threading.Thread):
     """Liveness of this worker, heartbeats of its job, the watchdog sweep, the hard limit."""
 
-    def __init__(self, context: WorkerContext, current_worker, info: dict) -> None:
+    def __init__(self, context: WorkerContext, current_worker, info: dict,
+                 parent_pid: int | None = None) -> None:  # fmt: skip
         super().__init__(name="reward3d-heartbeat", daemon=True)
+        self.parent_pid = parent_pid  # started by `reward3d serve`: leave when it is gone
         self.context = context
         self.current_worker = current_worker  # () -> RewardWorker | None
         self.info = info
@@ -137,6 +140,10 @@ class Heartbeat(threading.Thread):
             self._last_sweep = now
             sweep(connection, settings, store=self.context.store)
         self.enforce_hard_limit()
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            log.warning("the serving process is gone: finishing the job in hand, then exiting")
+            self.parent_pid = None
+            os.kill(os.getpid(), signal.SIGTERM)  # rq's warm shutdown
 
     def enforce_hard_limit(self) -> None:
         """An item stuck in native code (SIGALRM cannot interrupt it) ends the process: its
@@ -208,7 +215,7 @@ def describe(pipeline, settings) -> tuple[dict, str]:
 
 
 def run_worker(settings, *, burst: bool = False, name: str | None = None,
-               logging_level: str = "INFO") -> int:  # fmt: skip
+               logging_level: str = "INFO", parent_pid: int | None = None) -> int:  # fmt: skip
     """Build, warm, then work until SIGTERM (or until the queue is empty with ``burst``)."""
     if not settings.redis_url:
         raise ValueError("a worker needs REWARD3D_REDIS_URL (or REDIS_URL)")
@@ -229,7 +236,7 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
              time.perf_counter() - started, info["geometry_backend"], info["device"])  # fmt: skip
 
     holder: dict = {"worker": None}
-    heartbeat = Heartbeat(context, lambda: holder["worker"], info)
+    heartbeat = Heartbeat(context, lambda: holder["worker"], info, parent_pid=parent_pid)
     heartbeat.start()
     generation = 0
     try:
