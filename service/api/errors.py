@@ -107,6 +107,17 @@ _STATUS_CODES = {404: "not-found", 405: "method-not-allowed", 401: "unauthorized
                  413: "body-too-large", 415: "unsupported-media-type", 400: "body-framing"}  # fmt: skip
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method not
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= set(route.methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> Response:
@@ -123,7 +134,10 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code)
         if code is None:
             code = "internal-error" if exc.status_code >= 500 else "body-framing"
-        problem = Problem(code, str(exc.detail), headers=getattr(exc, "headers", None) or {})
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method the path supports, not only one route's
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        problem = Problem(code, str(exc.detail), headers=headers)
         return problem_response(problem, request.url.path)
 
     async def _redis_down(request: Request, exc: Exception) -> Response:

@@ -1,6 +1,7 @@
 """Upload formats of ``POST /v1/score``, chosen by Content-Type (docs/service.md, "Wire formats").
 
     application/octet-stream + Inference-Header-Content-Length   binary.py (fastest)
+    application/octet-stream without it                           a .npy or safetensors file
     application/x-npy                                             npy.py
     application/x-safetensors                                     safetensors_body.py
     multipart/form-data                                           multipart.py (encoded videos)
@@ -97,10 +98,8 @@ async def _read_submission(request: Request, settings, store) -> Submission:
 
 
 def _format(content_type: str, header_length: str | None) -> str:
-    if header_length is not None:
-        return "binary"
-    if content_type == "application/octet-stream" or content_type == "":
-        return "sniff"
+    if content_type in ("application/octet-stream", ""):
+        return "binary" if header_length is not None else "sniff"
     if content_type in NPY_TYPES:
         return "npy"
     if content_type in SAFETENSORS_TYPES:

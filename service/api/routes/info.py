@@ -8,13 +8,15 @@ from starlette.concurrency import run_in_threadpool
 import service
 from service.api.deps import ApiKeyDep, ServicesDep
 from service.api.ingest import FORMATS
+from service.api.openapi import _problem
 from service.api.routes.health import warm_workers
 from service.api.schemas import InfoPublic, WorkerPublic
 
 router = APIRouter(prefix="/v1", tags=["info"])
 
 
-@router.get("/info", response_model=InfoPublic, summary="Versions, scoring settings, limits")
+@router.get("/info", response_model=InfoPublic, summary="Versions, scoring settings, limits",
+            responses={401: _problem("Missing or invalid API key.")})  # fmt: skip
 async def info(services: ServicesDep, key_id: ApiKeyDep) -> InfoPublic:
     settings = services.settings
     workers = await run_in_threadpool(warm_workers, services.connection)
