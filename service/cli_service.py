@@ -9,7 +9,6 @@ key, saves it (mode 600) in the data directory and prints it; ``--insecure`` tur
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -53,9 +52,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:  # fmt: skip
     """Run the reward service: HTTP API, plus a private Redis and workers unless configured."""
-    import uvicorn
-
     from service.api import InsecureConfigError, create_app
+    from service.api.server import run_api
     from service.jobs.local_redis import LocalRedis, LocalRedisError
 
     settings = load_settings(host=host, port=port, embedded_workers=workers, data_dir=data_dir,
@@ -80,34 +78,16 @@ def serve(
         if local_redis is not None:
             local_redis.stop()
         raise fail(str(exc)) from None
-    _Server = _server_class()
     pool = WorkerPool(settings, settings.embedded_workers)
     pool.start()
     stderr.print(f"reward3d: http://{settings.host}:{settings.port} ({settings.embedded_workers} worker(s))")
     try:
-        _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                               timeout_graceful_shutdown=10)).run()  # fmt: skip
+        run_api(app, host=settings.host, port=settings.port, log_level=log_level)
     finally:
         stderr.print("stopping: workers finish the job in hand")
         pool.stop(timeout_s=settings.item_time_limit_s + 30)
         if local_redis is not None:
             local_redis.stop()
-
-
-def _server_class():
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn re-raises SIGTERM/SIGINT after a graceful exit, which would kill us before
-        the workers and Redis are stopped; we handle the signal ourselves instead."""
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            with super().capture_signals():
-                yield
-                self._captured_signals.clear()
-
-    return Server
 
 
 def _local_api_key(data_dir: Path) -> str:

@@ -4,9 +4,10 @@ Used by the tests and the benchmark, and the reference for client authors: the S
 (``trainer_client``) implements the same contract without importing ``service``.
 
     headers, parts = encode_binary([video0, video1], items=[{"prompt": "..."}, {}])
-    httpx.post(url + "/v1/score", headers=headers, content=iter(parts))
+    httpx.post(url + "/v1/score", headers=headers, content=body_chunks(parts))
 
-``parts`` are the JSON header and memoryviews of the arrays: nothing is joined or copied.
+``parts`` are the JSON header and memoryviews of the arrays: nothing is joined or copied;
+``body_chunks`` slices them for sending (see its docstring for why).
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ KSERVE_NAMES = {"|u1": "UINT8", "<f2": "FP16", "<f4": "FP32", "<f8": "FP64"}
 SAFETENSORS_NAMES = {"|u1": "U8", "<f2": "F16", "<f4": "F32", "<f8": "F64"}
 JSON_NAMES = {"|u1": "uint8", "<f2": "float16", "<f4": "float32", "<f8": "float64"}
 GEOMETRY_NAMES = ("depth", "world_to_camera", "intrinsics", "confidence")
+
+
+CHUNK_BYTES = 256 * 1024
+
+
+def body_chunks(parts, size: int = CHUNK_BYTES):
+    """The body as memoryview slices of at most ``size`` bytes (no copies). Send this, not
+    the parts themselves: httpx/httpcore copy the *rest* of a buffer after every socket
+    send, which is quadratic for a 97 MB part (0.75 s instead of 0.14 s here)."""
+    for part in parts:
+        view = memoryview(part).cast("B") if not isinstance(part, memoryview) else part
+        for start in range(0, len(view), size):
+            yield view[start : start + size]
 
 
 def _little_endian(array: np.ndarray) -> np.ndarray:

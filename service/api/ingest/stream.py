@@ -64,17 +64,8 @@ class BodyStream:
             piece, self._pending = self._pending, memoryview(b"")
             yield piece
 
-    async def drain(self, limit: int) -> None:
-        """Discard up to ``limit`` more bytes, so an early error reaches the client cleanly."""
-        discarded = 0
-        self._pending = memoryview(b"")
-        while discarded < limit and await self._next():
-            discarded += len(self._pending)
-            self._pending = memoryview(b"")
 
-
-async def stream_segments(body: BodyStream, segments: list[Segment], store,
-                          *, trailing_ok: bool = False) -> dict[tuple[str, int], BlobRef]:  # fmt: skip
+async def stream_segments(body: BodyStream, segments: list[Segment], store) -> dict[tuple[str, int], BlobRef]:
     """Write each segment's bytes (in body order) into its own blob, checking values on the
     way. Returns (field, item index) -> BlobRef. 400 if the body is short or too long."""
     refs: dict[tuple[str, int], BlobRef] = {}
@@ -107,9 +98,6 @@ async def stream_segments(body: BodyStream, segments: list[Segment], store,
         async for piece in body.pieces():
             while len(piece):
                 if current is None:
-                    if trailing_ok:
-                        piece = piece[:0]
-                        break
                     raise Problem("body-framing", "the body is longer than its tensors declare")
                 take = piece[:left]
                 check.feed(take)

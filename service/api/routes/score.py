@@ -50,9 +50,10 @@ async def score(
         submitted = await run_in_threadpool(
             submit_job, services.connection, services.queue, services.records, settings,
             spec=submission.spec, key_id=key_id, fingerprint=fingerprint,
-            idempotency_key=idempotency_key, retry_after_s=_retry_after(services),
+            idempotency_key=idempotency_key,
         )  # fmt: skip
     except (QueueFull, TooManyInFlight) as exc:
+        exc.retry_after_s = await run_in_threadpool(_retry_after, services)
         services.metrics.submissions.labels("rejected").inc()
         raise _too_many(exc) from None
     except IdempotencyKeyReused as exc:
