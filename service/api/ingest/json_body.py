@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 
+import numpy as np
 import orjson
 from pydantic import ValidationError
 
@@ -17,7 +18,7 @@ from service.api.ingest.items import build_spec
 from service.api.ingest.stream import BodyStream
 from service.api.ingest.tensors import JSON_DTYPES, Limits, Segment, ValueCheck, plan_segments
 from service.api.ingest.video_files import file_suffix, probe_video
-from service.api.schemas import Base64File, JsonScoreRequest, RequestFields
+from service.api.schemas import Base64File, ItemFields, JsonScoreRequest, RequestFields
 from service.jobs.records import JobSpec
 
 
@@ -51,7 +52,7 @@ async def read_json(body: BodyStream, *, max_bytes: int, limits: Limits, store) 
                 tensor = getattr(item.geometry, name)
                 if tensor is not None:
                     tensors.append((f"{name}.{index}", tensor))
-    if files and item_geometry(request):
+    if any(item.geometry is not None and isinstance(item.video, Base64File) for item in request.items):
         raise Problem("invalid-tensor", "known geometry goes with tensor videos, not encoded files")
     planned = [(name, _dtype(t.dtype), t.shape) for name, t in tensors]
     segments = _plan_with_files(planned, files, limits)
@@ -66,19 +67,11 @@ async def read_json(body: BodyStream, *, max_bytes: int, limits: Limits, store) 
     return build_spec(fields, refs, len(request.items))
 
 
-def item_geometry(request: JsonScoreRequest) -> bool:
-    return any(i.geometry is not None and isinstance(i.video, Base64File) for i in request.items)
-
-
-def _fields_only(item):
-    from service.api.schemas import ItemFields
-
+def _fields_only(item) -> ItemFields:
     return ItemFields(id=item.id, prompt=item.prompt, trajectory=item.trajectory, options=item.options)
 
 
-def _dtype(name: str):
-    import numpy as np
-
+def _dtype(name: str) -> np.dtype:
     return np.dtype(JSON_DTYPES[name])
 
 
@@ -86,8 +79,6 @@ def _plan_with_files(planned, files: dict, limits: Limits) -> list[Segment]:
     """Check the tensors; encoded files stand in as placeholders for the video checks."""
     if not files:
         return plan_segments(planned, limits)
-    import numpy as np
-
     stand_ins = [(f"video.{i}", np.dtype("|u1"), [2, 8, 8, 3]) for i in files]
     segments = plan_segments(planned + stand_ins, limits)
     return segments[: len(planned)]
