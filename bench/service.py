@@ -22,7 +22,6 @@ Figures on 2 shared CPU cores are noisy; ratios measured side by side hold bette
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import pickle
@@ -31,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

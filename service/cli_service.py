@@ -126,14 +126,24 @@ class WorkerPool:
 
     def start(self) -> None:
         self.processes = [self._spawn() for _ in range(self.count)]
+        self.started_at = [time.monotonic()] * self.count
         self._thread.start()
 
     def _supervise(self) -> None:
+        quick_failures = 0
         while not self.stopping.wait(2.0):
             for i, process in enumerate(self.processes):
-                if process.poll() is not None and not self.stopping.is_set():
-                    stderr.print(f"worker exited with {process.returncode}; restarting")
-                    self.processes[i] = self._spawn()
+                if process.poll() is None or self.stopping.is_set():
+                    continue
+                if time.monotonic() - self.started_at[i] < 30:
+                    quick_failures += 1
+                if quick_failures >= 3:
+                    stderr.print("[bold red]workers keep failing at start (see above); not restarting "
+                                 "them[/]: /readyz stays 503", highlight=False)  # fmt: skip
+                    return
+                stderr.print(f"worker exited with {process.returncode}; restarting")
+                self.processes[i] = self._spawn()
+                self.started_at[i] = time.monotonic()
 
     def stop(self, timeout_s: float) -> None:
         self.stopping.set()
@@ -161,5 +171,9 @@ def worker(
         raise fail("set REWARD3D_REDIS_URL (or REDIS_URL) to the Redis the API uses")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parent = os.environ.get("REWARD3D_PARENT_PID")  # set by `reward3d serve` for its workers
-    raise typer.Exit(run_worker(settings, burst=burst, name=name, logging_level=log_level.upper(),
-                                parent_pid=int(parent) if parent and parent.isdigit() else None))
+    try:
+        code = run_worker(settings, burst=burst, name=name, logging_level=log_level.upper(),
+                          parent_pid=int(parent) if parent and parent.isdigit() else None)  # fmt: skip
+    except (ImportError, RuntimeError, ValueError, OSError) as exc:  # backend missing, no CUDA...
+        raise fail(f"the worker cannot start: {type(exc).__name__}: {exc}", code=1) from None
+    raise typer.Exit(code)

@@ -122,13 +122,13 @@ class SubmitRefused(Exception):
 
 class QueueFull(SubmitRefused):
     def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the queue is full; retry in {retry_after_s} s")
+        super().__init__("the queue is full")
         self.retry_after_s = retry_after_s
 
 
 class TooManyInFlight(SubmitRefused):
     def __init__(self, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"this API key already has {limit} unfinished jobs; retry in {retry_after_s} s")
+        super().__init__(f"this API key already has {limit} unfinished jobs")
         self.retry_after_s = retry_after_s
 
 

@@ -22,9 +22,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 
 from service.jobs import keys
 from service.jobs.batching import is_out_of_memory, run_in_batches
-from service.jobs.blobs import BlobMissingError, BlobRef
+from service.jobs.blobs import BlobMissingError
 from service.jobs.cache import item_cache_key
-from service.jobs.deadline import Deadline, ItemTimeout, time_limit
+from service.jobs.deadline import ItemTimeout, time_limit
 from service.jobs.records import TERMINAL, ItemSpec, JobRecords
 from service.jobs.stats import StatsWriter
 
@@ -89,7 +89,10 @@ def score_job(job_id: str) -> dict[str, Any]:
 
     try:
         for event, indices in run_in_batches(
-            todo, batch_size=max(len(todo), 1), score_batch=score_batch, on_outcome=on_outcome,
+            # The pipeline scores one video per call, so batches of one: an item that runs out
+            # of memory is retried alone once after freeing memory. (With a batched pipeline
+            # call, larger batches would be split in halves on OOM: see batching.py.)
+            todo, batch_size=1, score_batch=score_batch, on_outcome=on_outcome,
             out_of_memory_outcome=lambda index, exc: _failed(
                 context, index, items[index], "out_of_memory",
                 "ran out of memory on this input even alone, after freeing memory"),
@@ -213,7 +216,3 @@ def _free_memory() -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
-
-
-def blob_refs(item: ItemSpec) -> list[BlobRef]:
-    return [item.video, *(item.geometry or {}).values()]

@@ -17,7 +17,6 @@ from service.api.encode import encode_binary, encode_json, encode_npy, encode_sa
 from service.schemas import ScoreOptions
 
 from .conftest import (
-    API_KEY,
     OTHER_KEY,
     ApiServer,
     WorkerProcess,

@@ -286,3 +286,65 @@ def test_importing_the_api_never_imports_torch():
 def test_blob_refs_are_validated():
     with pytest.raises(ValueError):
         BlobRef(sha256="../../etc/passwd", kind="npy", nbytes=1)
+
+
+# -- the job function with a fake pipeline: per-item outcomes -----------------------------------
+class FakePipeline:
+    """Behaves according to each item's prompt (what the real pipeline cannot be made to do
+    on demand): 'ok', 'oom' (never fits), 'slow' (runs past the time limit), 'bad' (input)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def run(self, video, *, prompt, trajectory, options, geometry_arrays, on_stage):
+        from service.pipeline.types import PipelineInputError
+        from service.schemas import RewardResult, Versions
+
+        self.calls.append(prompt)
+        on_stage("decode")
+        if prompt == "oom":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if prompt == "bad":
+            raise PipelineInputError("need at least 2 frames after sampling")
+        if prompt == "slow":
+            while True:
+                sum(range(1000))
+        result = RewardResult(total=0.5, terms={}, timings_ms={"decode": 1.0, "total": 1.0},
+                              versions=Versions(reward3d="test", reward_spec="test"))  # fmt: skip
+
+        class Output:
+            pass
+
+        output = Output()
+        output.result = result
+        return output
+
+
+def test_score_job_gives_each_item_its_outcome(queue_setup):
+    from service.jobs.stats import StatsWriter
+    from service.jobs.tasks import WorkerContext, score_job, set_context
+
+    settings, connection, store, records, _ = queue_setup
+    settings = settings.model_copy(update={"item_time_limit_s": 0.3})
+    video = store.put_array(np.zeros((2, 8, 8, 3), np.uint8))
+    prompts = ["ok", "oom", "slow", "bad", "ok"]
+    spec = JobSpec(items=[ItemSpec(video=video, prompt=p, id=f"i{n}", geometry={"depth": video})
+                          for n, p in enumerate(prompts)])  # fmt: skip
+    job_id = _submit(queue_setup, spec).job_id
+    pipeline = FakePipeline()
+    set_context(WorkerContext(settings=settings, connection=connection, records=records, store=store,
+                              pipeline=pipeline, stats=StatsWriter(connection), name="test",
+                              fingerprint="f" * 64))  # fmt: skip
+    try:
+        assert score_job(job_id) == {"status": "finished"}
+    finally:
+        set_context(None)
+    outcomes = {i: json.loads(v) for i, v in records.item_outcomes(job_id).items()}
+    assert [outcomes[i]["status"] for i in range(5)] == ["ok", "failed", "failed", "failed", "ok"]
+    assert outcomes[1]["error"]["code"] == "out_of_memory"
+    assert outcomes[2]["error"]["code"] == "timeout"
+    assert outcomes[3]["error"]["code"] == "invalid_input"
+    assert outcomes[4]["cached"] is True  # same input and options as item 0
+    assert pipeline.calls.count("oom") == 2  # once in the batch, once alone after freeing memory
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert records.load(job_id).status == "finished"

@@ -13,6 +13,7 @@ from service.api.errors import Problem
 from service.api.ingest import read_submission
 from service.api.openapi import SCORE_OPENAPI, SCORE_RESPONSES
 from service.api.views import job_view, load_job, wait_until_ended
+from service.jobs import keys
 from service.jobs.cache import request_fingerprint
 from service.jobs.queue import (
     IdempotencyKeyReused,
@@ -69,8 +70,6 @@ async def score(
 
 
 def _retry_after(services) -> int:
-    from service.jobs import keys
-
     workers = sum(1 for _ in services.connection.scan_iter(match=keys.worker_pattern(), count=100))
     return retry_after_estimate(services.connection, services.settings, workers)
 
@@ -86,6 +85,5 @@ def _check_capacity(services, key_id: str) -> None:
 
 def _too_many(exc: QueueFull | TooManyInFlight) -> Problem:
     code = "queue-full" if isinstance(exc, QueueFull) else "too-many-in-flight"
-    message = str(exc).split("; retry")[0]
-    return Problem(code, f"{message}; retry after {exc.retry_after_s} s",
+    return Problem(code, f"{exc}; retry after {exc.retry_after_s} s",
                    headers={"Retry-After": str(exc.retry_after_s)})  # fmt: skip
