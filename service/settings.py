@@ -11,7 +11,7 @@ import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,6 +83,32 @@ class Settings(BaseSettings):
     weight_trajectory: float = Field(1.0, ge=0)
     weight_plausibility: float = Field(1.0, ge=0)
     weight_quality: float = Field(0.0, ge=0)
+
+    # --- GPU path: learned models (issue 7; docs/models.md) -----------------------------------
+    da3_compile: Literal["auto", "tensorrt", "torch_compile", "eager"] = Field(
+        "auto",
+        description="DA3 backbone acceleration on CUDA: 'auto' (TensorRT, else torch.compile, "
+        "else eager), 'tensorrt', 'torch_compile' or 'eager'. CPU always runs eager fp32.",
+    )
+    da3_engine_cache: Path = Field(
+        Path.home() / ".cache" / "reward3d" / "tensorrt",
+        description="Directory where built TensorRT engines are kept between processes.",
+    )
+    da3_max_frames: int = Field(
+        128, ge=1, description="Largest frame count the DA3 engine is built for (dynamic shape)."
+    )
+    novel_views: int = Field(
+        4, ge=1, le=16, description="Novel views rendered off the estimated path for the VLM."
+    )
+    vlm_batch_size: int = Field(8, ge=1, description="Images per VLM forward pass.")
+    quality_backend: Literal["vlm", "preference", "brightness"] = Field(
+        "vlm",
+        description="'vlm' (reuse the loaded VLM), 'preference' (CLIP-style model), or "
+        "'brightness' (TEST ONLY: mean frame brightness, for RL sanity checks of the trainer).",
+    )
+    quality_model: str | None = Field(
+        None, description="Hub id or local dir of an image-preference model ('preference')."
+    )
 
     # --- service ---------------------------------------------------------------------------
     redis_url: str | None = Field(
