@@ -1,7 +1,8 @@
 """Fixtures for the service tests: a real Redis (127.0.0.1:6379, our own DB index), the API in
 a thread (real HTTP on a free port), and workers as real processes (so they can be killed).
 
-Redis DB 13 is ours: each module starts by flushing it (FLUSHDB on this index only).
+Redis DB 13 (or 11, 10, 9 when another run of this suite holds 13) is ours: each module starts
+by flushing it (FLUSHDB on this index only).
 Tests use the oracle geometry backend (geometry sent with each video) so that results are
 fast, deterministic and comparable with the in-process pipeline.
 """
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from service.jobs import keys
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_DB = 13
+REDIS_DBS = (13, 11, 10, 9)  # ours; one per concurrent run of this suite
 API_KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
 PYTHON = sys.executable
@@ -33,13 +35,30 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+def redis_url():
+    """A DB index of the Redis at 127.0.0.1:6379 that no other run of these tests is using
+    (two checkouts running the suite at once must not share rq's queues): a lock key per
+    candidate index, held in DB 0 for the session."""
+    control = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=1)
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        control.ping()
     except redis.RedisError:
         pytest.skip("no Redis at 127.0.0.1:6379 (.ci/run starts one)")
-    return url
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + 900
+    while True:
+        for db in REDIS_DBS:
+            lock = f"reward3d-service-tests:db{db}"
+            if control.set(lock, token, nx=True, ex=3600):
+                try:
+                    yield f"redis://127.0.0.1:6379/{db}"
+                finally:
+                    if control.get(lock) == token.encode():
+                        control.delete(lock)
+                return
+        if time.monotonic() > deadline:
+            pytest.fail(f"every test DB index {REDIS_DBS} is held by another test run")
+        time.sleep(1.0)
 
 
 def make_settings(redis_url: str, root: Path, **overrides) -> Settings:

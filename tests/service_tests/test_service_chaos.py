@@ -272,7 +272,7 @@ def test_sigterm_finishes_the_job_in_hand(redis_url, fresh_redis, tmp_path, clip
         client.close()
         worker.stop(timeout=10)
         server.stop()
-    assert body["status"] == "finished" and body["attempts"] == 1
+    assert body["status"] == "finished" and body["attempts"] == 1, body
     assert [item["status"] for item in body["items"]] == ["ok"] * 9
     for index, item in enumerate(body["items"]):
         assert without_timings(item["result"]) == expected[index % 3]
