@@ -8,8 +8,8 @@ watchdog sweep (service/jobs/watchdog.py).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import contextlib
+import hashlib
 import logging
 from pathlib import Path
 
@@ -24,10 +24,10 @@ from service.api.metrics import ApiMetrics, BodyLimitMiddleware, RequestMetricsM
 from service.api.openapi import install_openapi
 from service.api.routes import health, info, jobs, metrics, score
 from service.jobs.blobs import open_blob_store
+from service.jobs.connection import redis_connection
 from service.jobs.queue import make_queue
 from service.jobs.records import JobRecords
 from service.jobs.watchdog import sweep
-from service.jobs.connection import redis_connection
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("reward3d.api")
