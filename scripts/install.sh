@@ -11,4 +11,7 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --disable-pip-version-check --upgrade pip
 $PIP install -q --disable-pip-version-check "torch==2.13.0"
 $PIP install -q --disable-pip-version-check -e ".[all]"
+# Depth Anything 3 without its declared dependencies (open3d, torchvision, xformers, moviepy...:
+# export and demo code, never imported by the network); what it needs is in the `models` extra.
+$PIP install -q --disable-pip-version-check --no-deps "depth-anything-3==0.1.1"
 echo "reward3d installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -2,6 +2,7 @@
 
     reward3d score VIDEO [--prompt TEXT] [--json] ...   score one video in-process
     reward3d info                                       what can run on this machine
+    reward3d train CONFIG [--set k=v] [--resume latest]  Flow-GRPO fine-tuning (trainer_client)
 
 Errors in the user's input print one clear line and exit with status 2; nothing prints a
 traceback for bad input.
@@ -184,6 +185,10 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
             "geometry": resolve_geometry_backend(settings).value,
             "renderer": resolve_renderer_backend(settings.renderer, device.type).value,
         }
+        from service.pipeline.geometry.acceleration import plan_acceleration
+
+        plan = plan_acceleration(settings.da3_compile, device.type)
+        report["active"]["da3_acceleration"] = f"{plan.path} ({plan.reason})"
     except ImportError as exc:
         report["pipeline"] = f"not installed ({exc}); install the 'pipeline' extra"
     except RuntimeError as exc:
@@ -205,6 +210,26 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         stdout.print(table)
     if "active" in report:
         stdout.print(f"active: geometry={report['active']['geometry']}, renderer={report['active']['renderer']}")
+        stdout.print(f"da3 backbone: {report['active']['da3_acceleration']}")
+
+
+from service.cli_models import models_app  # noqa: E402  (reward3d models ...)
+
+app.add_typer(models_app, name="models")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def train(ctx: typer.Context) -> None:
+    """Fine-tune Wan 2.1 with Flow-GRPO (`reward3d train --help`; trainer_client/cli.py)."""
+    from trainer_client.cli import main as train_main  # lazy: the trainer loads torch/diffusers
+
+    train_main(ctx.args)
+
+
+# The service commands (serve, worker) live in their own module.
+from service.cli_service import register as _register_service_commands  # noqa: E402
+
+_register_service_commands(app)
 
 
 def main() -> None:

@@ -28,5 +28,6 @@ def pytest_collection_modifyitems(config, items):
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device; none on this machine")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:  # not `in item.keywords`: that also
+            # matches any parent folder named "gpu"
             item.add_marker(skip_gpu)

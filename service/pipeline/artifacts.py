@@ -30,7 +30,8 @@ def error_heatmap(rendered: torch.Tensor, frame: torch.Tensor, alpha: torch.Tens
 
 
 def save_renders(output: PipelineOutput, directory: str | Path) -> list[Path]:
-    """frame_XXX.png: [input | held-out render | error map] per frame, and trajectory.png."""
+    """frame_XXX.png: [input | held-out render | error map] per frame, novel_<view>_<score>.png
+    (the plausibility judge's views, when it ran), and trajectory.png."""
     from PIL import Image
 
     directory = Path(directory)
@@ -50,6 +51,12 @@ def save_renders(output: PipelineOutput, directory: str | Path) -> list[Path]:
             )
             path = directory / f"frame_{t:03d}.png"
             Image.fromarray(panel).save(path)
+            written.append(path)
+    novel = output.extras.get("novel_views")  # what the plausibility judge saw
+    if novel is not None:
+        for name, image, score in zip(novel["names"], novel["rgb"], novel["scores"]):
+            path = directory / f"novel_{name}_{score:.3f}.png"
+            Image.fromarray(to_uint8(image)).save(path)
             written.append(path)
     if output.geometry is not None:
         path = directory / "trajectory.png"

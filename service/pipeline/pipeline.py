@@ -46,6 +46,7 @@ from service.schemas import (
 from service.settings import GeometryBackend, Settings, get_settings
 
 VideoSource = str | Path | np.ndarray | torch.Tensor
+GEOMETRY_TERMS = ("reconstruction", "trajectory", "plausibility")  # terms that need step 2
 
 
 @dataclass
@@ -76,11 +77,26 @@ class RewardPipeline:
             self._geometry_models[backend] = get_geometry(backend, settings=self.settings)
         return self._geometry_models[backend]
 
+    def judge(self):
+        """The VLM shared by plausibility and quality (loaded once, on first use)."""
+        if self._judge is None:
+            from service.pipeline.terms.vlm_judge import VLMJudge
+
+            self._judge = VLMJudge.load(self.settings.vlm_model, device=self.device)
+        return self._judge
+
     def usable_terms(self) -> list[str]:
         """Terms computed when a request names none."""
+        settings = self.settings
         terms = ["reconstruction", "trajectory"]
-        if self.settings.vlm_model:
-            terms += ["plausibility", "quality"]
+        if settings.vlm_model:
+            terms.append("plausibility")
+        if (
+            (settings.quality_backend == "vlm" and settings.vlm_model)
+            or (settings.quality_backend == "preference" and settings.quality_model)
+            or settings.quality_backend == "brightness"
+        ):
+            terms.append("quality")
         return terms
 
     def warm_up(self) -> None:
@@ -124,23 +140,27 @@ class RewardPipeline:
                 prompt=prompt, trajectory=trajectory, times=clip.normalized_times
             )
 
-        # 2. Geometry: depth, confidence and cameras per frame.
-        geometry, geometry_error = None, None
+        # 2. Geometry: depth, confidence and cameras per frame (skipped when no wanted term
+        #    needs it, e.g. the trainer's quality-only dynamic phase).
+        geometry, geometry_error, model = None, None, None
         with clock("geometry"):
             if geometry_arrays is not None:
                 model = get_geometry(GeometryBackend.ORACLE, settings=settings,
                                      arrays=geometry_arrays)  # fmt: skip
-            else:
+            elif set(terms_wanted) & set(GEOMETRY_TERMS):
                 model = self.geometry_model()
             try:
-                geometry = model.predict(clip)
+                geometry = model.predict(clip) if model is not None else None
             except GeometryError as exc:
                 geometry_error = str(exc)
 
-        # 3. Gaussians: lift every registered frame's pixels to 3D.
+        # 3. Gaussians: the geometry model's own (DA3 Gaussian head) when it has them, else
+        #    lift every registered frame's pixels to 3D.
         gaussians = None
         with clock("gaussians"):
-            if geometry is not None:
+            if geometry is not None and geometry.gaussians is not None:
+                gaussians = geometry.gaussians.to(self.device)
+            elif geometry is not None:
                 gaussians = lift_gaussians(
                     clip.frames,
                     geometry,
@@ -183,7 +203,7 @@ class RewardPipeline:
 
     def _term(self, name, clip, geometry, geometry_error, held_out, gaussians, target, prompt,
               extras) -> TermResult:  # fmt: skip
-        needs_geometry = name in ("reconstruction", "trajectory", "plausibility")
+        needs_geometry = name in GEOMETRY_TERMS
         if name == "trajectory" and target is None:
             return not_applicable()
         if needs_geometry and geometry is None:
@@ -206,7 +226,8 @@ class RewardPipeline:
         return self._lpips_fn
 
     def _judge_term(self, name, clip, geometry, gaussians, prompt, extras) -> TermResult:
-        if not self.settings.vlm_model:
+        uses_vlm = name == "plausibility" or self.settings.quality_backend == "vlm"
+        if uses_vlm and not self.settings.vlm_model:
             return TermResult(
                 status=TermStatus.FAILED,
                 reason=f"the {name} term needs a VLM: set REWARD3D_VLM_MODEL "
@@ -224,6 +245,8 @@ class RewardPipeline:
         backends = dict(self.renderer.versions())
         if geometry_model is not None:
             backends.update(geometry_model.versions())
+        if self._judge is not None:
+            backends.update(self._judge.versions())
         return Versions(
             reward3d=service.__version__,
             reward_spec=service.REWARD_SPEC_VERSION,

@@ -67,6 +67,9 @@ class Geometry:
     registered: Tensor  # [T] bool: frames whose pose was estimated (others are placeholders)
     backend: str
     diagnostics: dict[str, float | int | str | bool | None] = field(default_factory=dict)
+    # Gaussians predicted by the geometry model itself (DA3's Gaussian head), world frame,
+    # each tagged with its source frame. None: the pipeline lifts its own from depth.
+    gaussians: Gaussians | None = None
 
     def __post_init__(self) -> None:
         t, h, w = self.depth.shape
