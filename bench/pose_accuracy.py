@@ -48,7 +48,7 @@ from service.pipeline.transforms import (  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.validation.chessboard import board_views, read_calibration  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent))  # for _shared (bench/service.py shadows "service" if first)
 from _shared import shared_data  # noqa: E402
 
 

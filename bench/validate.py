@@ -97,7 +97,7 @@ def validate_clip(path: str, args, pipeline: RewardPipeline) -> dict:
     prompt = dict(p.split("=", 1) for p in args.prompt).get(name) if args.target == "prompt" else None
     terms = ["reconstruction"] if args.target == "none" else ["reconstruction", "trajectory"]
 
-    clean = score(pipeline, frames, None, None, ["reconstruction"] if args.target == "self" else terms)
+    clean = score(pipeline, frames, None, prompt, ["reconstruction"] if args.target == "self" else terms)
     target, note = None, ""
     registered = sum(clean["registered_mask"] or [])
     if args.target == "self" and registered >= max(2, len(frames) / 2):
