@@ -58,6 +58,7 @@ DEPTH_PARTNERS = 2
 MIN_KEYPOINTS = 40  # fewer on most frames: "too little texture"
 PARTNER_MIN_BASELINE_DEG = 2.0  # baseline angle at the scene's median depth for full credit
 CONFIDENT = 0.5
+PLAUSIBLE_FOV_DEG = (10.0, 150.0)  # horizontal field of view of real and generated cameras
 
 
 def is_available() -> tuple[bool, str]:
@@ -266,6 +267,13 @@ class ClassicalGeometry:
         neighbour_pairs = [two_views.get((t, t + 1)) for t in range(num_frames - 1)]
         displacement = [v.displacement for v in neighbour_pairs if v is not None]
         reason = _reason(motion, registered, num_frames, counts, poses)
+        fov = math.degrees(2 * math.atan(camera.width / (2 * camera.focal)))
+        # Corrupted clips can break calibration (elastic warps: focal lengths far off); the
+        # reward then drops through the renders, and the diagnostics say why.
+        focal_plausible = PLAUSIBLE_FOV_DEG[0] <= fov <= PLAUSIBLE_FOV_DEG[1]
+        if not focal_plausible:
+            note = f"implausible focal length ({camera.focal:.0f} px, {fov:.0f} degree field of view)"
+            reason = f"{reason}; {note}" if reason else note
         mask = poses.registered
         return {
             "camera_motion": motion,
@@ -273,7 +281,8 @@ class ClassicalGeometry:
             "registered_frames": registered,
             "registration_ratio": registered / num_frames,
             "focal_px": camera.focal,
-            "fov_deg": math.degrees(2 * math.atan(camera.width / (2 * camera.focal))),
+            "fov_deg": fov,
+            "focal_plausible": focal_plausible,
             "focal_source": focal_source,
             "median_keypoints": float(np.median(counts)) if counts else 0.0,
             "candidate_pairs": len(sparse.pairs),
