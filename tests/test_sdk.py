@@ -214,6 +214,8 @@ def test_scores_mask_failed_items_and_null_totals_never_zero():
     assert scores.job_id == "j"
     with pytest.raises(Exception, match="for 3 videos"):
         Scores.from_job(job_with(("ok", 0.7, None)), 3)
+    with pytest.raises(Exception, match="answered for items"):  # not the items that were sent
+        Scores.from_job(job_with(("ok", 0.7, None)), 1, ids=["rank1-sample0"])
 
 
 # -- the flow_grpo adapter --------------------------------------------------------------------

@@ -216,9 +216,12 @@ class Scores(list):
         return reasons
 
     @classmethod
-    def from_job(cls, job: JobPublic, count: int) -> "Scores":
+    def from_job(cls, job: JobPublic, count: int, ids: Sequence[str | None] | None = None) -> "Scores":
+        """The job's items in order; checks they are the ones sent (count, indices, ``ids``)."""
         if len(job.items) != count or [item.index for item in job.items] != list(range(count)):
             raise RewardServiceError(f"job {job.id} has items {[i.index for i in job.items]} for {count} videos")
+        if ids is not None and [item.id for item in job.items] != [None if i is None else str(i) for i in ids]:
+            raise RewardServiceError(f"job {job.id} answered for items {[i.id for i in job.items]}, not {list(ids)}")
         scores = cls()
         for item in job.items:
             if item.status == "ok" and item.result is not None:
@@ -255,6 +258,7 @@ class PreparedRequest:
     idempotency_key: str
     deadline: float  # time.monotonic() by which the result must be in
     deadline_s: float
+    ids: list[str | None] | None = None  # the item ids sent, checked against the answer
     body: EncodedBody | None = None
 
     def encode(self) -> EncodedBody:
@@ -425,7 +429,7 @@ class AsyncRewardClient:
         return PreparedRequest(
             videos=arrays, geometry=geometry_arrays, items=items if any(items) else None,
             options=request_options or None, long_side=long_side, idempotency_key=uuid.uuid4().hex,
-            deadline=deadline, deadline_s=deadline_s,
+            deadline=deadline, deadline_s=deadline_s, ids=list(ids) if ids is not None else None,
         )  # fmt: skip
 
     # -- running a request -------------------------------------------------------------------
@@ -464,7 +468,7 @@ class AsyncRewardClient:
             raise
         finally:
             self._slots.release()
-        return Scores.from_job(job, body.num_videos)
+        return Scores.from_job(job, body.num_videos, prepared.ids)
 
     async def _request(
         self,

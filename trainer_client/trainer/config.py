@@ -205,7 +205,7 @@ class RewardConfig(_Section):
     downsample: bool = Field(
         True,
         description="http: sample the service's max_frames and shrink to its long_side before "
-        "uploading (what the service would do; ~14x fewer bytes for 81 frames at 480x832).",
+        "uploading (what the service would do; ~17x fewer bytes for 81 frames at 480x832).",
     )
     options: dict[str, int] | None = Field(
         None,
