@@ -354,9 +354,11 @@ class AsyncRewardClient:
         )  # fmt: skip
         return await self.run(prepared)
 
-    async def info(self, *, deadline_s: float = 60.0) -> dict:
-        """``GET /v1/info``: versions, scoring settings, limits."""
-        response = await self._request("GET", "/v1/info", deadline=time.monotonic() + deadline_s, deadline_s=deadline_s)
+    async def info(self, *, deadline_s: float = 60.0, retry: bool = True) -> dict:
+        """``GET /v1/info``: versions, scoring settings, limits. ``retry=False``: one attempt
+        (a start-up check: raises the transport error or ServiceBusy instead of waiting)."""
+        response = await self._request("GET", "/v1/info", deadline=time.monotonic() + deadline_s,
+                                       deadline_s=deadline_s, retry=retry)  # fmt: skip
         return response.json()
 
     async def job(self, job_id: str, *, wait: float = 0.0, deadline_s: float = 60.0) -> JobPublic:
@@ -480,6 +482,7 @@ class AsyncRewardClient:
         params: dict | None = None,
         headers: dict | None = None,
         body: EncodedBody | None = None,
+        retry: bool = True,
     ) -> httpx.Response:
         """One HTTP call with retries of transient failures, all before ``deadline``."""
         attempts, last_error = 0, None
@@ -508,7 +511,7 @@ class AsyncRewardClient:
                     raise RequestRejected.from_response(response)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 last_error = ServiceBusy(response.status_code, _problem_code(response), retry_after)
-            if self.retry.max_attempts is not None and attempts >= self.retry.max_attempts:
+            if not retry or (self.retry.max_attempts is not None and attempts >= self.retry.max_attempts):
                 raise last_error
             delay = self.retry.delay(attempts, retry_after, self._rng)
             if time.monotonic() + delay >= deadline:  # do not sleep past the deadline

@@ -66,18 +66,35 @@ def brightness(video: np.ndarray) -> float:
 _primers = iter(range(1000, 2000))
 
 
+def _worker_suspended(connection) -> bool:
+    states = [connection.hget(key, "state") for key in connection.scan_iter("rq:worker:*")
+              if connection.type(key) == b"hash"]  # fmt: skip
+    return bool(states) and all(state == b"suspended" for state in states)
+
+
+def _wait_until(condition, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not change state in time")
+        time.sleep(0.05)
+
+
 @contextmanager
 def workers_paused(service):
-    """Jobs stay queued inside the block. rq checks for suspension only between jobs (an idle
-    worker waits in BLPOP), so one job is run after suspending to bring it to that check."""
+    """Jobs stay queued inside the block (rq suspension). rq checks for it only between jobs:
+    a worker idle in BLPOP is given one job first, then is seen to be suspended."""
     _, server, connection = service
     suspend(connection)
     try:
-        with RewardClient(server.url, api_key=API_KEY) as client:
-            client.score(videos(1, seed=next(_primers)), **QUALITY)  # new content: really runs
+        if not _worker_suspended(connection):
+            with RewardClient(server.url, api_key=API_KEY, deadline_s=30) as client:
+                client.score(videos(1, seed=next(_primers)), **QUALITY)  # new content: really runs
+            _wait_until(lambda: _worker_suspended(connection))
         yield
     finally:
         resume(connection)
+        _wait_until(lambda: not _worker_suspended(connection))  # back to BLPOP for the next block
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -195,6 +212,15 @@ def test_deadline_is_kept_and_an_abandoned_job_is_cancelled(service, proxy):
         job_id = raised.value.job_id
         assert job_id and client.job(job_id).status == "cancelled"
 
+    # 4. the caller gives up (future.cancel()): the job is cancelled on the service too
+    proxy.reset()
+    with RewardClient(proxy.url, api_key=API_KEY) as client, workers_paused(service):
+        future = client.submit(videos(1, seed=13), **QUALITY)
+        job_id = proxy.requests("POST /v1/score", wait_for=1)[0].payload["id"]
+        assert future.cancel()
+        deleted = proxy.requests("DELETE /v1/jobs", wait_for=1)
+        assert [d.status for d in deleted] == [200] and client.job(job_id).status == "cancelled"
+
 
 def test_client_errors_fail_fast_and_are_never_retried(service, proxy):
     with RewardClient(proxy.url, api_key="wrong-key-0123456789abcdef", retry=FAST) as client:
@@ -209,6 +235,14 @@ def test_client_errors_fail_fast_and_are_never_retried(service, proxy):
             client.score(videos(1), terms=["colour"])  # not a term: 422 invalid-request
         assert raised.value.status == 422
     assert [p.status for p in proxy.requests("POST /v1/score")] == [401, 422, 422]  # one request each
+
+
+def test_a_trainer_with_a_wrong_key_stops_before_loading_its_model(service):
+    from trainer_client.trainer.config import RewardConfig
+    from trainer_client.trainer.loop import build_reward_source
+
+    with pytest.raises(ValueError, match="refused the trainer: HTTP 401 unauthorized"):
+        build_reward_source(RewardConfig(source="http", url=service[1].url, api_key="wrong-key-0123456789abcdef"))
 
 
 # -- concurrency and client-side downsampling --------------------------------------------------

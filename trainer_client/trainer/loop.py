@@ -118,13 +118,23 @@ def build_reward_source(config: RewardConfig) -> RewardSource:
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"reward.function {config.function!r} cannot be imported: {exc}") from None
         return InProcessRewardSource(function, max_workers=config.max_workers, latency_s=config.latency_s)
-    from trainer_client.client import RewardClient  # the HTTP SDK
+    from trainer_client.client import RequestRejected, RewardClient  # the HTTP SDK
 
     api_key = config.api_key or os.environ.get("REWARD3D_API_KEY")
     client = RewardClient(
         config.url, api_key=api_key, deadline_s=config.timeout_s, downsample=config.downsample,
         options=config.options, max_in_flight=config.max_workers,
     )  # fmt: skip
+    # One request now, so a wrong key or URL path stops the run before the model loads. A
+    # service that is not up yet is not an error: its batches are masked until it answers.
+    try:
+        client.info(deadline_s=10.0, retry=False)
+    except RequestRejected as exc:
+        client.close()
+        raise ValueError(f"the reward service at {config.url} refused the trainer: {exc}") from None
+    except Exception as exc:
+        log.warning("reward service at %s not reachable yet (%s: %s); batches are masked until it answers",
+                    config.url, type(exc).__name__, exc)  # fmt: skip
     return ResultsRewardSource(client)
 
 
