@@ -82,14 +82,26 @@ def trajectory_points(output: PipelineOutput) -> tuple[np.ndarray, np.ndarray | 
     return estimated.numpy(), target
 
 
-def plot_trajectory(output: PipelineOutput, path: str | Path) -> None:
+def plot_trajectory(output: PipelineOutput, path) -> None:
     """Top view (x right, z forward) and side view (z forward, y down) of the camera paths."""
+    estimated, target = trajectory_points(output)
+    term = output.result.terms.get("trajectory")
+    plot_camera_paths(estimated, target, path,
+                      score=None if term is None else term.score)  # fmt: skip
+
+
+def plot_camera_paths(
+    estimated: np.ndarray,  # [T,3] camera centres, first camera's frame
+    target: np.ndarray | None,  # [T,3] requested centres, same frame, or None
+    path,  # a file path or a binary file object (PNG)
+    *,
+    score: float | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    estimated, target = trajectory_points(output)
     figure, axes = plt.subplots(1, 2, figsize=(8, 3.6), dpi=100)
     for ax, (i, j, xlabel, ylabel) in zip(
         axes, [(0, 2, "x (right)", "z (forward)"), (2, 1, "z (forward)", "y (down)")]
@@ -105,11 +117,10 @@ def plot_trajectory(output: PipelineOutput, path: str | Path) -> None:
         if j == 1:
             ax.invert_yaxis()
     axes[0].legend(fontsize=8, loc="best")
-    term = output.result.terms.get("trajectory")
     title = "camera path (first camera's frame; estimate scaled to the requested length)"
-    if term is not None and term.score is not None:
-        title += f"  trajectory score {term.score:.3f}"
+    if score is not None:
+        title += f"  trajectory score {score:.3f}"
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, format="png")
     plt.close(figure)

@@ -1,0 +1,267 @@
+"""An evaluation run, top to bottom:
+
+1. collect the videos of each folder or list (a *group*, e.g. a model) and their prompts;
+2. key each video by content hash + prompt + scoring fingerprint; skip those already stored;
+3. score the rest (in-process, or through a service with many in flight), storing each result
+   as it arrives (an interrupted run resumes at step 2);
+4. write the per-video table (CSV, Parquet), the summary with bootstrap intervals and the
+   paired comparisons (Markdown, JSON), and, when asked, the HTML report pages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.evaluation.scorers import Scored, Task
+from service.evaluation.store import ResultStore, fingerprint_of, result_key
+from service.evaluation.tables import Summary, result_row, summarize, write_rows, write_summary
+from service.evaluation.videos import (
+    EvaluationInputError,
+    Group,
+    collect_group,
+    content_sha256,
+    read_prompts,
+)
+
+
+class Scorer(Protocol):
+    source: str
+    full_reports: bool  # True: Scored.output carries frames and renders for full report pages
+    uses_known_geometry: bool
+
+    def fingerprint(self) -> dict[str, Any]: ...
+    def prepare(self) -> None: ...
+    def score_all(self, tasks: list[Task]): ...  # -> Iterator[tuple[Task, Scored]]
+
+
+class Reporter(Protocol):
+    """Progress hooks (the CLI shows a progress bar with them)."""
+
+    def planned(self, to_score: int, reused: int) -> None: ...
+    def finished(self, task: Task, scored: Scored) -> None: ...
+
+
+@dataclass
+class RunCounts:
+    videos: int = 0  # entries over all groups
+    unique: int = 0  # distinct keys (same content + prompt + options counted once)
+    reused: int = 0  # found in the store
+    computed: int = 0  # scored by this run and stored
+    retry_later: int = 0  # failed for a reason a rerun may not repeat (not stored)
+    rescored_for_report: int = 0  # stored, but scored again to draw its report page
+
+
+@dataclass
+class EvaluationOutcome:
+    groups: list[Group]
+    rows: list[dict]
+    summary: Summary
+    counts: RunCounts
+    written: list[Path] = field(default_factory=list)
+    run_id: str = ""
+
+
+def evaluate(
+    sources: list[str | Path],
+    *,
+    scorer: Scorer,
+    out_dir: str | Path,
+    compare: str | Path | None = None,
+    prompts_file: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
+    reporter: Reporter | None = None,
+) -> EvaluationOutcome:
+    """Evaluate folders of videos (``compare``: one more folder each source is compared to)."""
+    out_dir, run_id = Path(out_dir), uuid.uuid4().hex[:12]
+
+    # 1. Videos and prompts.
+    groups = [collect_group(source) for source in sources]
+    if compare is not None:
+        groups.append(collect_group(compare))
+    groups = _unique_labels(groups)
+    prompts = _prompts(groups, prompts_file)
+
+    # 2. Keys; what is already stored.
+    fingerprint = fingerprint_of(scorer.fingerprint())
+    tasks = plan_tasks(groups, prompts, fingerprint, with_geometry=scorer.uses_known_geometry)
+    store = ResultStore(out_dir)
+    pages = _page_paths(tasks, Path(report_dir)) if report_dir is not None else {}
+    by_key: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_key.setdefault(task.key, []).append(task)
+    counts = RunCounts(videos=len(tasks), unique=len(by_key))
+    missing = [ts[0] for key, ts in by_key.items() if key not in store]
+    stale_pages = [ts[0] for key, ts in by_key.items()
+                   if key in store and any(not _page_is_current(pages[t], key) for t in ts)
+                   ] if pages else []  # fmt: skip
+    counts.reused = counts.unique - len(missing)
+
+    # 3. Score what is missing (and, for full report pages, what has no page yet).
+    to_score = missing + (stale_pages if scorer.full_reports else [])
+    if reporter is not None:
+        reporter.planned(len(to_score), counts.reused)
+    transient: dict[str, dict] = {}  # failures not stored: shown in this run's table only
+    if to_score:
+        scorer.prepare()
+        for task, scored in scorer.score_all(to_score):
+            record = _record(task, scored, fingerprint, scorer.source, run_id)
+            if task.key not in store:
+                if scored.cacheable:
+                    store.append(record)
+                    counts.computed += 1
+                else:
+                    transient[task.key] = record
+                    counts.retry_later += 1
+            else:
+                counts.rescored_for_report += 1
+            for same in by_key[task.key] if pages else ():
+                _write_page(pages[same], same, store.get(task.key) or record, scored.output)
+            scored.output = None  # free the frames and renders before the next video
+            if reporter is not None:
+                reporter.finished(task, scored)
+    if pages and not scorer.full_reports:  # pages from stored results alone
+        for task in stale_pages:
+            for same in by_key[task.key]:
+                _write_page(pages[same], same, store.get(task.key), None)
+
+    # 4. Tables, summary, index page.
+    rows = []
+    for task in tasks:
+        record = store.get(task.key) or transient.get(task.key)
+        if record is None:  # only when scoring stopped early; never silently dropped
+            record = {"key": task.key, "video_sha256": task.video_sha256, "status": "failed",
+                      "error": {"code": "not_scored", "detail": "the run stopped before it"}}  # fmt: skip
+        rows.append(result_row(task.entry.group, task.entry.name, str(task.entry.path),
+                               task.prompt, record))  # fmt: skip
+    pairs = [(g.label, groups[-1].label) for g in groups[:-1]] if compare is not None else []
+    summary = summarize(rows, compare=pairs, resamples=resamples, seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = write_rows(rows, out_dir) + write_summary(summary, out_dir)
+    if report_dir is not None:
+        written.append(_write_index(Path(report_dir), summary, tasks, rows, pages))
+    return EvaluationOutcome(groups, rows, summary, counts, written, run_id)
+
+
+def _unique_labels(groups: list[Group]) -> list[Group]:
+    """Groups are labelled by folder name; two folders with the same name by their paths."""
+    labels = [g.label for g in groups]
+    clashing = {label for label in labels if labels.count(label) > 1}
+    relabelled = []
+    for group in groups:
+        if group.label in clashing:
+            label = str(group.source)
+            group = Group(label, group.source, [replace(v, group=label) for v in group.videos])
+        relabelled.append(group)
+    if len({g.label for g in relabelled}) != len(relabelled):
+        raise EvaluationInputError(f"the same folder is given twice: {labels}")
+    return relabelled
+
+
+def _prompts(groups: list[Group], prompts_file) -> dict[str, str]:
+    if prompts_file is None:
+        return {}
+    # Names shared by all groups; a .txt file aligns with the first group's sorted names.
+    names = sorted({v.name for g in groups for v in g.videos})
+    if Path(prompts_file).suffix.lower() == ".txt":
+        first = [v.name for v in groups[0].videos]
+        return read_prompts(prompts_file, first)
+    return read_prompts(prompts_file, names)
+
+
+def plan_tasks(groups: list[Group], prompts: dict[str, str], fingerprint: str, *,
+               with_geometry: bool) -> list[Task]:  # fmt: skip
+    """One task per video, keyed by content, prompt and fingerprint (hashes read the files)."""
+    tasks, hashes = [], {}
+    for group in groups:
+        for entry in group.videos:
+            if entry.path not in hashes:
+                hashes[entry.path] = content_sha256(entry.path)
+            video_sha = hashes[entry.path]
+            geometry_sha = None
+            if with_geometry and entry.geometry_path is not None:
+                geometry_sha = content_sha256(entry.geometry_path)
+            prompt = prompts.get(entry.name)
+            key = result_key(video_sha, geometry_sha, prompt, fingerprint)
+            tasks.append(Task(entry, prompt, key, video_sha, geometry_sha))
+    return tasks
+
+
+def _record(task: Task, scored: Scored, fingerprint: str, source: str, run_id: str) -> dict:
+    result = json.loads(scored.result.model_dump_json()) if scored.result is not None else None
+    return {
+        "key": task.key, "video_sha256": task.video_sha256, "geometry_sha256": task.geometry_sha256,
+        "fingerprint": fingerprint, "prompt": task.prompt, "name": task.entry.name,
+        "group": task.entry.group, "status": scored.status, "result": result,
+        "error": scored.error, "source": source, "job_id": scored.job_id, "run_id": run_id,
+        "finished_at": round(time.time(), 3),
+    }  # fmt: skip
+
+
+# -- report pages ------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "video"
+
+
+def _page_paths(tasks: list[Task], report_dir: Path) -> dict[Task, Path]:
+    """videos/<group>/<name>.html, unique (a short key suffix where names clash)."""
+    paths: dict[Task, Path] = {}
+    used: set[Path] = set()
+    for task in tasks:
+        folder = report_dir / "videos" / _slug(task.entry.group)
+        path = folder / f"{_slug(task.entry.name)}.html"
+        if path in used:
+            path = folder / f"{_slug(task.entry.name)}-{task.key[:8]}.html"
+        used.add(path)
+        paths[task] = path
+    return paths
+
+
+def _page_is_current(path: Path, key: str) -> bool:
+    """The page exists and was drawn from this result (its key is in a <meta> tag)."""
+    if not path.is_file():
+        return False
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        head = handle.read(4096)
+    return f'name="reward3d-key" content="{key}"' in head
+
+
+def _write_page(path: Path, task: Task, record: dict, output) -> None:
+    from service.report import video_page
+    from service.schemas import RewardResult
+
+    result = RewardResult.model_validate(record["result"]) if record.get("result") else None
+    html = video_page(result, output=output, name=task.entry.name, prompt=task.prompt,
+                      group=task.entry.group, error=record.get("error"), key=task.key,
+                      index_href="../../index.html")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(html, encoding="utf-8")
+    temporary.replace(path)  # never a half-written page that looks current
+
+
+def _write_index(report_dir: Path, summary: Summary, tasks: list[Task], rows: list[dict],
+                 pages: dict[Task, Path]) -> Path:  # fmt: skip
+    from service.report import IndexEntry, index_page
+    from service.schemas import TERM_NAMES
+
+    entries = []
+    for task, row in zip(tasks, rows):
+        page = pages.get(task)
+        href = page.relative_to(report_dir).as_posix() if page and page.is_file() else None
+        entries.append(IndexEntry(group=row["group"], name=row["name"], href=href,
+                                  status=row["status"], total=row.get("total"),
+                                  scores={t: row.get(t) for t in TERM_NAMES},
+                                  error=row.get("error")))  # fmt: skip
+    path = report_dir / "index.html"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(index_page(summary, entries), encoding="utf-8")
+    return path
+
