@@ -106,11 +106,12 @@ def evaluate(
 
     # 3. Score what is missing (and, for full report pages, what has no page yet).
     to_score = missing + (stale_pages if scorer.full_reports else [])
+    if to_score:
+        scorer.prepare()  # a scorer that cannot run stops here, before any video
     if reporter is not None:
         reporter.planned(len(to_score), counts.reused)
     transient: dict[str, dict] = {}  # failures not stored: shown in this run's table only
     if to_score:
-        scorer.prepare()
         for task, scored in scorer.score_all(to_score):
             record = _record(task, scored, fingerprint, scorer.source, run_id)
             if task.key not in store:

@@ -1,5 +1,5 @@
 // Interactive 3D view of the camera paths: an SVG redrawn on drag (rotate) and wheel (zoom).
-// Data: <script id="path-data"> {"estimated": {"centres": [[x,y,z]], "forward": [...]},
+// Data: the JSON in #path-data, {"estimated": {"centres": [[x,y,z]], "forward": [...]},
 // "target": same or null}, OpenCV axes of the first camera (x right, y down, z forward).
 (function () {
   "use strict";
