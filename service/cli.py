@@ -2,6 +2,7 @@
 
     reward3d score VIDEO [--prompt TEXT] [--json] ...   score one video in-process
     reward3d info                                       what can run on this machine
+    reward3d train CONFIG [--set k=v] [--resume latest]  Flow-GRPO fine-tuning (trainer_client)
 
 Errors in the user's input print one clear line and exit with status 2; nothing prints a
 traceback for bad input.
@@ -224,6 +225,14 @@ app.add_typer(models_app, name="models")
 from service.cli_eval import eval_command  # noqa: E402  (reward3d eval ...)
 
 app.command(name="eval")(eval_command)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def train(ctx: typer.Context) -> None:
+    """Fine-tune Wan 2.1 with Flow-GRPO (`reward3d train --help`; trainer_client/cli.py)."""
+    from trainer_client.cli import main as train_main  # lazy: the trainer loads torch/diffusers
+
+    train_main(ctx.args)
 
 
 def main() -> None:

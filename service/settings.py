@@ -100,8 +100,10 @@ class Settings(BaseSettings):
         4, ge=1, le=16, description="Novel views rendered off the estimated path for the VLM."
     )
     vlm_batch_size: int = Field(8, ge=1, description="Images per VLM forward pass.")
-    quality_backend: Literal["vlm", "preference"] = Field(
-        "vlm", description="'vlm' (reuse the loaded VLM) or 'preference' (CLIP-style model)."
+    quality_backend: Literal["vlm", "preference", "brightness"] = Field(
+        "vlm",
+        description="'vlm' (reuse the loaded VLM), 'preference' (CLIP-style model), or "
+        "'brightness' (TEST ONLY: mean frame brightness, for RL sanity checks of the trainer).",
     )
     quality_model: str | None = Field(
         None, description="Hub id or local dir of an image-preference model ('preference')."

@@ -107,3 +107,4 @@ def test_unregistered_frames_count_as_failures(pipeline, clip):
     term = reconstruction_term(video.frames, geometry, held_out)
     assert term.metrics["frames_unregistered"] == 4
     assert term.score < 0.6 * reconstruction(pipeline, clip.frames, clip).score
+

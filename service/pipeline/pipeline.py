@@ -87,9 +87,16 @@ class RewardPipeline:
 
     def usable_terms(self) -> list[str]:
         """Terms computed when a request names none."""
+        settings = self.settings
         terms = ["reconstruction", "trajectory"]
-        if self.settings.vlm_model:
-            terms += ["plausibility", "quality"]
+        if settings.vlm_model:
+            terms.append("plausibility")
+        if (
+            (settings.quality_backend == "vlm" and settings.vlm_model)
+            or (settings.quality_backend == "preference" and settings.quality_model)
+            or settings.quality_backend == "brightness"
+        ):
+            terms.append("quality")
         return terms
 
     def warm_up(self) -> None:

@@ -12,6 +12,9 @@ Pluggable, chosen by ``quality_backend`` (settings):
   docs/models.md). Score = cosine(image, prompt) mapped linearly from
   [PREFERENCE_COS_LOW, PREFERENCE_COS_HIGH] to [0,1] (HPS v2 scores of real images fall in
   about 0.2-0.3). Needs the prompt: without one the term is `not_applicable`.
+- ``brightness``: TEST ONLY, never a measure of quality. The mean brightness of the sampled
+  frames, in [0,1]. It exists so that the trainer can be checked end to end against the real
+  service with a reward that a few RL steps can visibly move (tests, bench/trainer_*.py).
 
 A new backend is a class with ``name``, ``score(frames, prompt) -> TermResult`` and
 ``versions()``, added to :func:`get_quality_scorer`.
@@ -67,6 +70,8 @@ def get_quality_scorer(pipeline) -> QualityScorer:
     settings = pipeline.settings
     if settings.quality_backend == "vlm":
         return VLMQuality(pipeline)
+    if settings.quality_backend == "brightness":
+        return BrightnessQuality()
     if settings.quality_backend == "preference":
         if not settings.quality_model:
             raise QualityModelError(
@@ -79,6 +84,24 @@ def get_quality_scorer(pipeline) -> QualityScorer:
 
 class QualityModelError(RuntimeError):
     """The image-preference model cannot be loaded."""
+
+
+class BrightnessQuality:
+    """TEST ONLY: mean brightness of the frames (see the module docstring)."""
+
+    name = "brightness"
+
+    def versions(self) -> dict[str, str]:
+        return {"quality": "brightness-test-only"}
+
+    def score(self, frames: list[Tensor], prompt: str | None) -> TermResult:
+        values = [float(frame.mean()) for frame in frames]
+        return TermResult(
+            score=min(1.0, max(0.0, sum(values) / len(values))),
+            status=TermStatus.OK,
+            reason="test-only brightness backend: not a quality measure",
+            metrics={"frame_scores": [round(v, 6) for v in values]},
+        )
 
 
 class VLMQuality:
