@@ -1,6 +1,6 @@
 """``reward3d eval``: score a folder (or list) of videos, summarise, compare, report.
 
-    reward3d eval DIR_OR_LIST... [--compare OTHER] [--prompts FILE] [--out DIR] [--report DIR]
+    reward3d eval DIR_OR_LIST... [--compare OTHER]... [--prompts FILE] [--out DIR] [--report DIR]
                   [--service URL] [options of `reward3d score`]
 
 Writes into ``--out`` (default ``reward3d-eval``): ``results.jsonl`` (every result, the resume
@@ -30,7 +30,7 @@ EXIT_INTERRUPTED = 130
 
 def eval_command(
     sources: Annotated[list[Path], typer.Argument(help="Folders of videos, or list files (one path per line); one group (model) each.")],
-    compare: Annotated[Optional[Path], typer.Option(help="Another folder (model B): each source is compared to it, paired by file name.")] = None,
+    compare: Annotated[Optional[list[Path]], typer.Option(help="Another folder (model B; repeatable): each source is compared to it, paired by file name.")] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompts: .jsonl/.csv/.json (name -> prompt) or .txt (sorted names).")] = None,
     out: Annotated[Path, typer.Option(help="Results, table and summary go here (also the resume cache).")] = Path("reward3d-eval"),
     report: Annotated[Optional[Path], typer.Option(help="Write HTML report pages here (index.html + one page per video).")] = None,

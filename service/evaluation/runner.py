@@ -72,21 +72,22 @@ def evaluate(
     *,
     scorer: Scorer,
     out_dir: str | Path,
-    compare: str | Path | None = None,
+    compare: list[str | Path] | str | Path | None = None,
     prompts_file: str | Path | None = None,
     report_dir: str | Path | None = None,
     resamples: int = 10_000,
     seed: int = 0,
     reporter: Reporter | None = None,
 ) -> EvaluationOutcome:
-    """Evaluate folders of videos (``compare``: one more folder each source is compared to)."""
+    """Evaluate folders of videos; each source is compared with each ``compare`` folder."""
     out_dir, run_id = Path(out_dir), uuid.uuid4().hex[:12]
+    if compare is None:
+        compare = []
+    elif isinstance(compare, (str, Path)):
+        compare = [compare]
 
     # 1. Videos and prompts.
-    groups = [collect_group(source) for source in sources]
-    if compare is not None:
-        groups.append(collect_group(compare))
-    groups = _unique_labels(groups)
+    groups = _unique_labels([collect_group(source) for source in [*sources, *compare]])
     prompts = _prompts(groups, prompts_file)
 
     # 2. Keys; what is already stored.
@@ -142,7 +143,8 @@ def evaluate(
                       "error": {"code": "not_scored", "detail": "the run stopped before it"}}  # fmt: skip
         rows.append(result_row(task.entry.group, task.entry.name, str(task.entry.path),
                                task.prompt, record))  # fmt: skip
-    pairs = [(g.label, groups[-1].label) for g in groups[:-1]] if compare is not None else []
+    models, baselines = groups[: len(sources)], groups[len(sources) :]
+    pairs = [(a.label, b.label) for a in models for b in baselines]
     summary = summarize(rows, compare=pairs, resamples=resamples, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_rows(rows, out_dir) + write_summary(summary, out_dir)

@@ -1,0 +1,168 @@
+"""`reward3d eval` on real footage: a clean folder against corrupted copies of it (issue 9).
+
+    python bench/eval_corrupted.py --data ../shared/data --work /tmp/reward3d-eval-bench \
+        [--severity 2] [--families shuffle,drop,...] [--screenshot docs/report_screenshot.png]
+
+1. Builds ``WORK/clean``: each clip as the pipeline would see it (16 frames, longer side 448
+   px, uint8 .npy): great_wall cut into 6 segments of 48 frames (each sampled to 16), room,
+   cake, fox (the non-commercial clips are read from --data, written only under --work).
+2. Builds ``WORK/corrupted_<family>`` for each corruption family of
+   service/validation/corruptions.py at one severity (fixed seed per clip), same file names.
+   ``reverse`` is left out by default: with no requested path (these clips have no prompt) a
+   reversed static scene is still perfectly 3D-consistent, so nothing should drop.
+3. Runs ``reward3d eval WORK/clean --compare WORK/corrupted_<family> ... --report WORK/report``
+   (the real CLI, default geometry backend), then the same command again (must reuse all).
+4. Prints, per family: clean vs. corrupted mean totals, the paired difference with its 95 %
+   bootstrap interval, the win rate, and whether the interval excludes zero. Exit status 1 if
+   the clean folder is not better than some corrupted one with an interval excluding zero.
+5. With --screenshot: a headless-Chromium screenshot of one clean clip's report page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from service.pipeline.decode import load_video  # noqa: E402
+
+DEFAULT_FAMILIES = ("shuffle", "drop", "elastic", "homography", "flicker", "popping", "scene_cut",
+                    "frozen")  # fmt: skip
+
+
+def as_uint8(frames) -> np.ndarray:  # float [T,H,W,3] in [0,1] -> uint8
+    return (np.clip(frames.numpy(), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def clean_clips(data: Path, frames: int, long_side: int) -> dict[str, np.ndarray]:
+    """name -> uint8 [T,H,W,3], exactly what the pipeline would score."""
+    clips = {}
+    wall = as_uint8(load_video(data / "orbit_nc" / "great_wall.mp4", max_frames=10_000,
+                               long_side=long_side).frames)  # fmt: skip
+    segment = len(wall) // 6
+    for i in range(6):
+        part = wall[i * segment : (i + 1) * segment]
+        pick = np.linspace(0, len(part) - 1, frames).round().astype(int)
+        clips[f"great_wall_{i}"] = part[pick]
+    for name, source in (("room", data / "orbit_nc" / "room.mp4"), ("cake", data / "cake_nc"),
+                         ("fox", data / "fox_nc" / "images")):  # fmt: skip
+        clips[name] = as_uint8(load_video(source, max_frames=frames, long_side=long_side).frames)
+    return clips
+
+
+def build_folders(clips, work: Path, families, severity: int) -> list[Path]:
+    from service.validation.corruptions import corrupt
+
+    clean = work / "clean"
+    clean.mkdir(parents=True, exist_ok=True)
+    folders = []
+    for family in families:
+        folder = work / f"corrupted_{family}"
+        folder.mkdir(exist_ok=True)
+        folders.append(folder)
+    for index, (name, frames) in enumerate(sorted(clips.items())):
+        np.save(clean / f"{name}.npy", frames)
+        for family, folder in zip(families, folders):
+            np.save(folder / f"{name}.npy", corrupt(frames, family, severity, seed=index))
+    return [clean, *folders]
+
+
+def run_eval(folders: list[Path], work: Path, args) -> tuple[float, str]:
+    command = [sys.executable, "-m", "service.cli", "eval", str(folders[0])]
+    for folder in folders[1:]:
+        command += ["--compare", str(folder)]
+    command += ["--out", str(work / "out"), "--report", str(work / "report"),
+                "--max-frames", str(args.frames), "--long-side", str(args.long_side)]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - started
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stderr)
+        raise SystemExit(f"reward3d eval exited {completed.returncode}")
+    return elapsed, completed.stderr
+
+
+def screenshot(page: Path, png: Path) -> None:
+    from PIL import Image
+
+    binary = next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
+    if binary is None:
+        print("no chromium: no screenshot")
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        raw = Path(profile) / "shot.png"
+        subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                        "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                        f"--user-data-dir={profile}", "--window-size=1280,1700",
+                        "--virtual-time-budget=5000", f"--screenshot={raw}", page.resolve().as_uri()],
+                       check=True, capture_output=True)  # fmt: skip
+        image = Image.open(raw).convert("RGB")
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        image.quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
+    print(f"screenshot: {png} ({png.stat().st_size // 1024} KiB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "reward3d-eval-bench")
+    parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
+    parser.add_argument("--severity", type=int, default=2, choices=(1, 2, 3))
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--long-side", type=int, default=448)
+    parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--screenshot-clip", default="great_wall_2")
+    args = parser.parse_args()
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+
+    clips = clean_clips(args.data, args.frames, args.long_side)
+    folders = build_folders(clips, args.work, families, args.severity)
+    print(f"{len(clips)} clean clips ({', '.join(sorted(clips))}); "
+          f"{len(families)} corrupted folders at severity {args.severity}", flush=True)
+
+    first, log = run_eval(folders, args.work, args)
+    print(f"first run: {first:.0f} s for {len(clips) * len(folders)} videos "
+          f"({first / (len(clips) * len(folders)):.1f} s per video, shared 2-core machine)")
+    again, log = run_eval(folders, args.work, args)
+    reused_line = next((line for line in log.splitlines() if "scored now" in line), "")
+    print(f"second run (resume check): {again:.1f} s: {reused_line.strip()}")
+
+    summary = json.loads((args.work / "out" / "summary.json").read_text())
+    print()
+    print((args.work / "out" / "summary.md").read_text())
+    print("| corrupted folder | pairs | clean total | corrupted total | clean - corrupted [95 %] "
+          "| clean wins [95 %] | interval excludes 0 |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    failures = 0
+    for comparison in summary["comparisons"]:
+        total = comparison["columns"]["total"]
+        difference, wins = total["difference"], total["win_rate"]
+        better = difference["low"] is not None and difference["low"] > 0
+        failures += not better
+        print(f"| {comparison['b']} | {comparison['pairs']} | {total['mean_a']:.3f} | "
+              f"{total['mean_b']:.3f} | {difference['estimate']:.3f} [{difference['low']:.3f}, "
+              f"{difference['high']:.3f}] | {wins['estimate']:.2f} [{wins['low']:.2f}, "
+              f"{wins['high']:.2f}] | {'yes' if better else 'NO'} |")
+    if args.screenshot is not None:
+        screenshot(args.work / "report" / "videos" / "clean" / f"{args.screenshot_clip}.npy.html",
+                   args.screenshot)  # fmt: skip
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
