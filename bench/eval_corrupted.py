@@ -119,7 +119,8 @@ def screenshot(page: Path, png: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the shared footage (default: ../shared/data beside the checkout)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "reward3d-eval-bench")
     parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
     parser.add_argument("--severity", type=int, default=2, choices=(1, 2, 3))
@@ -129,6 +130,9 @@ def main() -> int:
     parser.add_argument("--screenshot-clip", default="great_wall_2")
     args = parser.parse_args()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
+    if args.data is None:
+        candidates = [REPO.parent / "shared" / "data", REPO.parents[1] / "shared" / "data"]
+        args.data = next((c for c in candidates if c.is_dir()), candidates[0])
 
     clips = clean_clips(args.data, args.frames, args.long_side)
     folders = build_folders(clips, args.work, families, args.severity)
