@@ -111,8 +111,13 @@ def write_rows(rows: list[dict], directory: Path) -> list[Path]:
         import pyarrow.parquet as pq
     except ImportError:
         return written
-    table = pa.Table.from_pylist([{k: row.get(k) for k in columns} for row in rows],
-                                 schema=_arrow_schema(rows, columns, pa))  # fmt: skip
+    schema = _arrow_schema(rows, columns, pa)
+    strings = {f.name for f in schema if f.type == pa.string()}
+    table = pa.Table.from_pylist(
+        [{k: (str(row[k]) if k in strings and row.get(k) is not None else row.get(k))
+          for k in columns} for row in rows],
+        schema=schema,
+    )  # fmt: skip
     pq.write_table(table, directory / "results.parquet")
     written.append(directory / "results.parquet")
     return written
