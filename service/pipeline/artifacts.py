@@ -102,7 +102,8 @@ def plot_camera_paths(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(8, 3.6), dpi=100)
+    figure = plt.figure(figsize=(12, 3.8), dpi=100)
+    axes = [figure.add_subplot(1, 3, 1), figure.add_subplot(1, 3, 2)]
     for ax, (i, j, xlabel, ylabel) in zip(
         axes, [(0, 2, "x (right)", "z (forward)"), (2, 1, "z (forward)", "y (down)")]
     ):
@@ -116,6 +117,22 @@ def plot_camera_paths(
         ax.grid(alpha=0.3)
         if j == 1:
             ax.invert_yaxis()
+    # A perspective view: x right, z forward (depth axis), y down drawn as up = -y.
+    view = figure.add_subplot(1, 3, 3, projection="3d")
+    view.plot(estimated[:, 0], estimated[:, 2], -estimated[:, 1], "o-", color="tab:blue", ms=3)
+    if target is not None:
+        view.plot(target[:, 0], target[:, 2], -target[:, 1], "s--", color="tab:orange", ms=3)
+    view.plot([0], [0], [0], "k*", ms=9)
+    shown = np.concatenate([estimated, target if target is not None else estimated, np.zeros((1, 3))])
+    shown = shown[:, [0, 2, 1]] * np.array([1, 1, -1])  # plotted axes: x, z, -y
+    middle = (shown.max(0) + shown.min(0)) / 2
+    radius = max(float((shown.max(0) - shown.min(0)).max()) / 2, 1e-6)
+    for set_limits, centre in zip((view.set_xlim, view.set_ylim, view.set_zlim), middle):
+        set_limits(centre - radius, centre + radius)  # equal scales: a true 3D picture
+    view.set_xlabel("x (right)")
+    view.set_ylabel("z (forward)")
+    view.set_zlabel("-y (up)")
+    view.tick_params(labelsize=7)
     axes[0].legend(fontsize=8, loc="best")
     title = "camera path (first camera's frame; estimate scaled to the requested length)"
     if score is not None:
