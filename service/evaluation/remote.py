@@ -42,7 +42,9 @@ class _Retryable(Exception):
 
 
 class ServiceScorer:
-    full_reports = False  # results only: report pages show terms and the camera path
+    # Pages come from the service (GET /v1/jobs/{id}/report, asked for with "report": true)
+    # when it keeps them; otherwise they are drawn from the result alone.
+    full_reports = False
 
     def __init__(self, url: str, *, api_key: str | None, options: ScoreOptions,
                  concurrency: int = 8, known_geometry: bool = False, want_reports: bool = False,
@@ -122,14 +124,36 @@ class ServiceScorer:
             if job is None:
                 return Scored("failed", job_id=job_id, error={"code": "job_lost", "detail":
                               f"job {job_id} is unknown to the service (expired?)"})  # fmt: skip
-        return _item_outcome(job, job_id)
+        scored = _item_outcome(job, job_id)
+        report = (job.get("items") or [{}])[0].get("report")
+        if scored.status == "ok" and report:
+            scored.report_html = self._get_report(report)
+        return scored
+
+    def fetch_report(self, record: dict) -> str | None:
+        """The page the service kept for a stored result (None if it kept none, or expired)."""
+        if not self.want_reports or not record or not record.get("job_id"):
+            return None
+        return self._get_report(f"/v1/jobs/{record['job_id']}/report?item=0")
+
+    def _get_report(self, path: str) -> str | None:
+        import httpx
+
+        try:
+            response = self.client.get(path)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200 or "text/html" not in response.headers.get("content-type", ""):
+            return None  # not kept, or expired: the page is then drawn from the result alone
+        return response.text
 
     def _submit(self, task: Task) -> dict[str, Any]:
         import httpx
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
         request = {"items": [{"id": task.entry.name[:256],
-                              **({"prompt": task.prompt} if task.prompt else {})}],
+                              **({"prompt": task.prompt} if task.prompt else {}),
+                              **({"report": True} if self.want_reports else {})}],
                    "options": self.options.model_dump(mode="json", exclude_none=True)}  # fmt: skip
         headers = {"Idempotency-Key": task.key}
         retrying = Retrying(retry=retry_if_exception_type((_Retryable, httpx.TransportError)),

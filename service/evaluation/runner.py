@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from service.evaluation.pages import ReportPages
 from service.evaluation.scorers import Scored, Task
 from service.evaluation.store import ResultStore, fingerprint_of, result_key
 from service.evaluation.tables import Summary, result_row, summarize, write_rows, write_summary
@@ -38,6 +38,7 @@ class Scorer(Protocol):
     def fingerprint(self) -> dict[str, Any]: ...
     def prepare(self) -> None: ...
     def score_all(self, tasks: list[Task]): ...  # -> Iterator[tuple[Task, Scored]]
+    def fetch_report(self, record: dict) -> str | None: ...  # a stored result's page, if kept
 
 
 class Reporter(Protocol):
@@ -94,14 +95,14 @@ def evaluate(
     fingerprint = fingerprint_of(scorer.fingerprint())
     tasks = plan_tasks(groups, prompts, fingerprint, with_geometry=scorer.uses_known_geometry)
     store = ResultStore(out_dir)
-    pages = _page_paths(tasks, Path(report_dir)) if report_dir is not None else {}
+    pages = ReportPages(report_dir, tasks) if report_dir is not None else None
     by_key: dict[str, list[Task]] = {}
     for task in tasks:
         by_key.setdefault(task.key, []).append(task)
     counts = RunCounts(videos=len(tasks), unique=len(by_key))
     missing = [ts[0] for key, ts in by_key.items() if key not in store]
     stale_pages = [ts[0] for key, ts in by_key.items()
-                   if key in store and any(not _page_is_current(pages[t], key) for t in ts)
+                   if key in store and any(not pages.is_current(t) for t in ts)
                    ] if pages else []  # fmt: skip
     counts.reused = counts.unique - len(missing)
 
@@ -124,15 +125,17 @@ def evaluate(
                     counts.retry_later += 1
             else:
                 counts.rescored_for_report += 1
-            for same in by_key[task.key] if pages else ():
-                _write_page(pages[same], same, store.get(task.key) or record, scored.output)
+            if pages is not None:
+                for same in by_key[task.key]:
+                    _draw(pages, same, store.get(task.key) or record, scored)
             scored.output = None  # free the frames and renders before the next video
             if reporter is not None:
                 reporter.finished(task, scored)
-    if pages and not scorer.full_reports:  # pages from stored results alone
+    if pages is not None and not scorer.full_reports:  # pages of stored results, not rescored
         for task in stale_pages:
+            fetched = scorer.fetch_report(store.get(task.key))
             for same in by_key[task.key]:
-                _write_page(pages[same], same, store.get(task.key), None)
+                _draw(pages, same, store.get(task.key), Scored("ok", report_html=fetched))
 
     # 4. Tables, summary, index page.
     rows = []
@@ -148,8 +151,8 @@ def evaluate(
     summary = summarize(rows, compare=pairs, resamples=resamples, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_rows(rows, out_dir) + write_summary(summary, out_dir)
-    if report_dir is not None:
-        written.append(_write_index(Path(report_dir), summary, tasks, rows, pages))
+    if pages is not None:
+        written.append(pages.write_index(summary, tasks, rows))
     return EvaluationOutcome(groups, rows, summary, counts, written, run_id)
 
 
@@ -208,63 +211,10 @@ def _record(task: Task, scored: Scored, fingerprint: str, source: str, run_id: s
     }  # fmt: skip
 
 
-# -- report pages ------------------------------------------------------------------------------
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "video"
-
-
-def _page_paths(tasks: list[Task], report_dir: Path) -> dict[Task, Path]:
-    """videos/<group>/<name>.html, unique (a short key suffix where names clash)."""
-    paths: dict[Task, Path] = {}
-    used: set[Path] = set()
-    for task in tasks:
-        folder = report_dir / "videos" / _slug(task.entry.group)
-        path = folder / f"{_slug(task.entry.name)}.html"
-        if path in used:
-            path = folder / f"{_slug(task.entry.name)}-{task.key[:8]}.html"
-        used.add(path)
-        paths[task] = path
-    return paths
-
-
-def _page_is_current(path: Path, key: str) -> bool:
-    """The page exists and was drawn from this result (its key is in a <meta> tag)."""
-    if not path.is_file():
-        return False
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        head = handle.read(4096)
-    return f'name="reward3d-key" content="{key}"' in head
-
-
-def _write_page(path: Path, task: Task, record: dict, output) -> None:
-    from service.report import video_page
-    from service.schemas import RewardResult
-
-    result = RewardResult.model_validate(record["result"]) if record.get("result") else None
-    html = video_page(result, output=output, name=task.entry.name, prompt=task.prompt,
-                      group=task.entry.group, error=record.get("error"), key=task.key,
-                      index_href="../../index.html")  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(html, encoding="utf-8")
-    temporary.replace(path)  # never a half-written page that looks current
-
-
-def _write_index(report_dir: Path, summary: Summary, tasks: list[Task], rows: list[dict],
-                 pages: dict[Task, Path]) -> Path:  # fmt: skip
-    from service.report import IndexEntry, index_page
-    from service.schemas import TERM_NAMES
-
-    entries = []
-    for task, row in zip(tasks, rows):
-        page = pages.get(task)
-        href = page.relative_to(report_dir).as_posix() if page and page.is_file() else None
-        entries.append(IndexEntry(group=row["group"], name=row["name"], href=href,
-                                  status=row["status"], total=row.get("total"),
-                                  scores={t: row.get(t) for t in TERM_NAMES},
-                                  error=row.get("error")))  # fmt: skip
-    path = report_dir / "index.html"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(index_page(summary, entries), encoding="utf-8")
-    return path
-
+def _draw(pages: ReportPages, task: Task, record: dict, scored: Scored) -> None:
+    """A page drawn by the scorer (a service's report), else from the record and, in-process,
+    the frames and renders still in memory."""
+    if scored.report_html is not None:
+        pages.write(task, scored.report_html)
+    else:
+        pages.draw(task, record, scored.output)

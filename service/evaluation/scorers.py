@@ -50,6 +50,7 @@ class Scored:
     error: dict[str, str] | None = None  # {code, detail}
     output: Any = None  # PipelineOutput (in-process), for full reports; dropped after use
     job_id: str | None = None
+    report_html: str | None = None  # a report page drawn by the scorer (a service), if any
 
     @property
     def cacheable(self) -> bool:
@@ -101,6 +102,9 @@ class InProcessScorer:
             self.prepare()
         for task in tasks:
             yield task, self.score(task)
+
+    def fetch_report(self, record: dict) -> str | None:
+        return None  # pages are drawn here, from a fresh score (renders are not stored)
 
     def score(self, task: Task) -> Scored:
         from service.pipeline.geometry.oracle import load_geometry_file
