@@ -11,6 +11,7 @@ with exponential backoff (tenacity); a refused input (413/415/422) is that video
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import io
 import json
 import threading
@@ -109,7 +110,7 @@ class ServiceScorer:
             job = self._submit(task)
         except _Refused as exc:
             return Scored("failed", error={"code": "invalid_input", "detail": str(exc)})
-        except _Retryable as exc:
+        except (_Retryable, _Rejected) as exc:
             return Scored("failed", error={"code": "service_error", "detail": str(exc)})
         job_id = job["id"]
         while job.get("status") not in TERMINAL:
@@ -155,7 +156,10 @@ class ServiceScorer:
                               **({"prompt": task.prompt} if task.prompt else {}),
                               **({"report": True} if self.want_reports else {})}],
                    "options": self.options.model_dump(mode="json", exclude_none=True)}  # fmt: skip
-        headers = {"Idempotency-Key": task.key}
+        # Same video, prompt, options and request -> same key -> the same job, on a retry or a
+        # rerun; any change in the request (e.g. asking for a report) is another key.
+        request_json = json.dumps(request, sort_keys=True)
+        headers = {"Idempotency-Key": hashlib.sha256(f"{task.key}:{request_json}".encode()).hexdigest()}
         retrying = Retrying(retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
                             stop=stop_after_attempt(SUBMIT_ATTEMPTS), wait=_wait, reraise=True)  # fmt: skip
         for attempt in retrying:
@@ -208,7 +212,7 @@ class ServiceScorer:
         if response.status_code in (429, 503) or response.status_code >= 500:
             raise _Retryable(f"service answered {response.status_code}: {_problem(response)}",
                              _retry_after(response))  # fmt: skip
-        raise _Retryable(f"unexpected answer {response.status_code}: {_problem(response)}")
+        raise _Rejected(f"service answered {response.status_code}: {_problem(response)}")
 
     def _get_job(self, job_id: str) -> dict[str, Any] | None:
         import httpx
@@ -234,7 +238,11 @@ class ServiceScorer:
 
 
 class _Refused(Exception):
-    """The service refused this input (4xx): the video's outcome, stored like a result."""
+    """The service refused this input (413/415/422): the video's outcome, stored like a result."""
+
+
+class _Rejected(Exception):
+    """Another 4xx (not about the input): not retried now, not stored; a rerun tries again."""
 
 
 def _item_outcome(job: dict[str, Any], job_id: str) -> Scored:
