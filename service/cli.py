@@ -235,6 +235,12 @@ def train(ctx: typer.Context) -> None:
     train_main(ctx.args)
 
 
+# The service commands (serve, worker) live in their own module.
+from service.cli_service import register as _register_service_commands  # noqa: E402
+
+_register_service_commands(app)
+
+
 def main() -> None:
     app()
 

@@ -7,13 +7,14 @@ per-request ones (terms, weights, frames).
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class GeometryBackend(str, Enum):
@@ -115,6 +116,66 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REWARD3D_REDIS_URL", "REDIS_URL"),
         description="Redis for the job queue; unset = `reward3d serve` starts a private one.",
     )
+
+    # --- service: API, queue, workers (issue 4; docs/service.md) ----------------------------
+    # Security: every route but /healthz and /readyz needs `Authorization: Bearer <key>`.
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys (comma-separated in REWARD3D_API_KEYS).",
+    )
+    api_keys_file: Path | None = Field(None, description="File with one API key per line.")
+    insecure_no_auth: bool = Field(
+        False, description="Serve without API keys (a laptop on a private network only)."
+    )
+    metrics_public: bool = Field(False, description="Serve /metrics without an API key.")
+    # Where state lives. The embedded Redis, its AOF and the blob store default to data_dir.
+    data_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "reward3d",
+        description="Local state of `reward3d serve`: blobs, embedded Redis, generated key.",
+    )
+    blob_dir: Path | None = Field(
+        None, description="Blob store directory shared by API and workers (default data_dir/blobs)."
+    )
+    queue_name: str = Field("reward3d", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    host: str = Field("127.0.0.1", description="`reward3d serve` bind address.")
+    port: int = Field(8000, ge=0, le=65535)
+    embedded_workers: int = Field(1, ge=0, le=64, description="Workers `reward3d serve` starts.")
+    # Limits: 413 above the body size, 422 outside the video limits, 429 when full.
+    max_body_mb: float = Field(1024.0, gt=0, description="Largest request body (MiB).")
+    max_json_mb: float = Field(64.0, gt=0, description="Largest JSON (base64) body (MiB).")
+    max_items_per_request: int = Field(64, ge=1, le=4096)
+    max_input_frames: int = Field(1024, ge=2, description="Frames per uploaded video, at most.")
+    max_input_side: int = Field(4096, ge=8, description="Height and width of uploads, at most.")
+    max_queued_jobs: int = Field(1000, ge=1, description="Unfinished jobs in all (then 429).")
+    max_inflight_per_key: int = Field(64, ge=1, description="Unfinished jobs per API key.")
+    max_wait_s: float = Field(300.0, ge=0, description="Longest `?wait=` a request may ask for.")
+    # Reliability.
+    job_retries: int = Field(3, ge=0, le=100, description="Re-runs of a job after a crash/error.")
+    retry_backoff_s: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1, 5, 15], description="Delay before each retry (comma-separated)."
+    )
+    item_time_limit_s: float = Field(600.0, gt=0, description="Wall-time limit per video.")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="Worker heartbeat period.")
+    heartbeat_ttl_s: int = Field(
+        20, ge=2, description="A job whose worker is silent this long is re-queued."
+    )
+    watchdog_interval_s: float = Field(2.0, gt=0, description="Period of the re-queue sweep.")
+    # Lifetimes of what the service keeps (seconds).
+    result_ttl_s: int = Field(86_400, ge=1, description="Finished jobs and their results.")
+    cache_ttl_s: int = Field(7 * 86_400, ge=0, description="Result cache (0 = no cache).")
+    blob_ttl_s: int = Field(3_600, ge=60, description="Uploaded tensors no running job uses.")
+    idempotency_ttl_s: int = Field(86_400, ge=1, description="Idempotency-Key -> job mapping.")
+
+    @field_validator("api_keys", "retry_backoff_s", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
 
     @field_validator("device")
     @classmethod

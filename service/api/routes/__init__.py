@@ -1,0 +1,1 @@
+"""One router per resource: score (submit), jobs, health, info, metrics."""

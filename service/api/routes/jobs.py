@@ -1,0 +1,66 @@
+"""``GET /v1/jobs/{id}`` (status, per-item results, progress; ``?wait=`` long-polls) and
+``DELETE /v1/jobs/{id}`` (cancel)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from service.api.deps import ApiKeyDep, ServicesDep
+from service.api.errors import Problem
+from service.api.openapi import _job, _problem
+from service.api.views import job_view, load_job, wait_until_ended
+from service.jobs.records import JobError
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(max_length=64, description="The id returned by POST /v1/score.")]
+
+_RESPONSES = {
+    200: _job("The job: status, progress and one entry per item."),
+    401: _problem("Missing or invalid API key."),
+    404: _problem("No such job for this API key (or it expired)."),
+}
+
+
+@router.get("/{job_id}", responses=_RESPONSES, summary="Status and results of a job")
+async def get_job(
+    job_id: JobId,
+    services: ServicesDep,
+    key_id: ApiKeyDep,
+    wait: Annotated[float, Query(ge=0, le=3600, description="Seconds to wait for the job to end.")] = 0,
+) -> Response:
+    """Items report ``ok`` (with ``result``), ``failed`` or ``cancelled`` (with ``error``), or
+    ``pending``. With ``wait``, returns as soon as the job ends, or after ``wait`` seconds."""
+    record, _ = await load_job(services, job_id, key_id)
+    if record is None:
+        raise Problem("not-found", f"no job {job_id!r} for this API key (or it expired)")
+    if not record.terminal:
+        await wait_until_ended(services, job_id, min(wait, services.settings.max_wait_s))
+    record, outcomes = await load_job(services, job_id, key_id)
+    if record is None:
+        raise Problem("not-found", f"job {job_id!r} expired")
+    return Response(job_view(record, outcomes), media_type="application/json")
+
+
+@router.delete("/{job_id}", responses={**_RESPONSES, 409: _problem("The job already finished or failed.")},
+               summary="Cancel a job")  # fmt: skip
+async def cancel_job(job_id: JobId, services: ServicesDep, key_id: ApiKeyDep) -> Response:
+    """Queued: it will not run. Running: it stops between stages; items already scored keep
+    their results, the others are ``cancelled``. Cancelling a cancelled job is a no-op."""
+    record, _ = await load_job(services, job_id, key_id)
+    if record is None:
+        raise Problem("not-found", f"no job {job_id!r} for this API key (or it expired)")
+    if record.status in ("finished", "failed"):
+        raise Problem("job-already-ended", f"job {job_id} has already {record.status}")
+    await run_in_threadpool(services.records.finish, job_id, "cancelled",
+                            JobError(code="cancelled", detail="cancelled by the client"))  # fmt: skip
+    record, outcomes = await load_job(services, job_id, key_id)
+    if record is None:
+        raise Problem("not-found", f"job {job_id!r} expired")
+    if record.status in ("finished", "failed"):  # it ended just before the cancel landed
+        raise Problem("job-already-ended", f"job {job_id} has already {record.status}")
+    return Response(job_view(record, outcomes), media_type="application/json")

@@ -1,0 +1,197 @@
+"""Content-addressed blob store: uploaded tensors and video files, keyed by sha256.
+
+Tensors never travel through Redis (one 81x480x832 video is 97 MB): the API streams each one
+into the store as it arrives, and a job carries only :class:`BlobRef` references.
+
+A tensor blob is a ``.npy`` file (a small text header with dtype and shape, then the raw
+little-endian, row-major bytes) whose header we write ourselves, canonically: the same array
+always has the same bytes, hence the same sha256, whichever wire format brought it. Workers
+memory-map it (no copy). An encoded video (multipart upload) is stored as the file it was.
+
+``DirectoryBlobStore`` is the default (a local or shared directory). Anything with the same
+methods (an S3-compatible store, for instance) can replace it; see docs/service.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+ALLOWED_FILE_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".gif", ".ogv", ""}
+
+
+class BlobMissingError(FileNotFoundError):
+    """A referenced blob is gone (expired or deleted)."""
+
+
+class BlobRef(BaseModel):
+    """Where a job finds one input: what the API stored, what the worker reads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str = Field(pattern=SHA256_PATTERN, description="sha256 of the stored bytes.")
+    kind: Literal["npy", "file"] = Field(description="'npy': a tensor; 'file': an encoded video.")
+    nbytes: int = Field(ge=0, description="Payload bytes (tensor data or file size).")
+    dtype: str | None = Field(None, description="numpy dtype string of a tensor, e.g. '|u1'.")
+    shape: list[int] | None = Field(None, description="Shape of a tensor.")
+    suffix: str | None = Field(None, description="File name suffix of an encoded video.")
+
+
+def npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The canonical .npy (v1.0) header for a C-ordered little-endian array."""
+    dtype = np.dtype(dtype)
+    if dtype.byteorder == ">":
+        raise ValueError("tensors are stored little-endian")
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer,
+        {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+         "shape": tuple(int(s) for s in shape)},
+    )  # fmt: skip
+    return buffer.getvalue()
+
+
+class BlobWriter:
+    """Receives a blob's bytes piece by piece, hashing as it writes; ``commit()`` names it."""
+
+    def __init__(self, store: DirectoryBlobStore, kind: str, *, dtype=None, shape=None,
+                 suffix: str | None = None, expected_nbytes: int | None = None) -> None:  # fmt: skip
+        self.store = store
+        self.kind = kind
+        self.dtype = np.dtype(dtype) if dtype is not None else None
+        self.shape = tuple(int(s) for s in shape) if shape is not None else None
+        self.suffix = suffix
+        self.expected_nbytes = expected_nbytes
+        self.nbytes = 0
+        self._hash = hashlib.sha256()
+        self._temp = store.temp_dir / f"{uuid.uuid4().hex}.part"
+        self._file = open(self._temp, "wb", buffering=0)  # one write() per chunk, no extra copy
+        if kind == "npy":
+            header = npy_header(self.dtype, self.shape)
+            self._hash.update(header)
+            self._file.write(header)
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self._hash.update(chunk)
+        written = self._file.write(chunk)
+        while written < len(chunk):  # raw files may write short
+            written += self._file.write(memoryview(chunk)[written:])
+        self.nbytes += len(chunk)
+
+    def commit(self) -> BlobRef:
+        self._file.close()
+        if self.expected_nbytes is not None and self.nbytes != self.expected_nbytes:
+            self.abort()
+            raise ValueError(f"blob got {self.nbytes} bytes, expected {self.expected_nbytes}")
+        digest = self._hash.hexdigest()
+        ref = BlobRef(
+            sha256=digest, kind=self.kind, nbytes=self.nbytes,
+            dtype=self.dtype.str if self.dtype is not None else None,
+            shape=list(self.shape) if self.shape is not None else None,
+            suffix=self.suffix,
+        )  # fmt: skip
+        final = self.store.path(ref)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # same content uploaded before: keep one copy, refresh its age
+            self._temp.unlink(missing_ok=True)
+            os.utime(final)
+        else:
+            os.replace(self._temp, final)  # atomic: readers never see a partial blob
+        return ref
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self._temp.unlink(missing_ok=True)
+
+
+class DirectoryBlobStore:
+    """Blobs as files under ``root/<first two hex digits>/<sha256><ext>``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.temp_dir = self.root / "tmp"
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- writing ----------------------------------------------------------------------------
+    def writer(self, kind: Literal["npy", "file"], *, dtype=None, shape=None,
+               suffix: str | None = None, expected_nbytes: int | None = None) -> BlobWriter:  # fmt: skip
+        if kind == "npy" and (dtype is None or shape is None):
+            raise ValueError("a tensor blob needs dtype and shape")
+        if kind == "file" and suffix not in ALLOWED_FILE_SUFFIXES:
+            raise ValueError(f"unsupported video file suffix {suffix!r}")
+        return BlobWriter(self, kind, dtype=dtype, shape=shape, suffix=suffix,
+                          expected_nbytes=expected_nbytes)  # fmt: skip
+
+    def put_array(self, array: np.ndarray) -> BlobRef:
+        """Store an in-memory array (tests, JSON uploads)."""
+        array = np.ascontiguousarray(array)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        writer = self.writer("npy", dtype=array.dtype, shape=array.shape,
+                             expected_nbytes=array.nbytes)  # fmt: skip
+        writer.write(memoryview(array.reshape(-1)).cast("B"))
+        return writer.commit()
+
+    # -- reading ----------------------------------------------------------------------------
+    def path(self, ref: BlobRef) -> Path:
+        extension = ".npy" if ref.kind == "npy" else (ref.suffix or ".bin")
+        return self.root / ref.sha256[:2] / f"{ref.sha256}{extension}"
+
+    def exists(self, ref: BlobRef) -> bool:
+        return self.path(ref).is_file()
+
+    def local_path(self, ref: BlobRef) -> Path:
+        """A readable local file for the blob (a worker decodes encoded videos from it)."""
+        path = self.path(ref)
+        if not path.is_file():
+            raise BlobMissingError(f"input {ref.sha256[:12]} is no longer stored (expired?)")
+        return path
+
+    def load_array(self, ref: BlobRef) -> np.ndarray:
+        """The tensor, memory-mapped read-only (no copy until the pipeline reads it)."""
+        array = np.load(self.local_path(ref), mmap_mode="r", allow_pickle=False)
+        if ref.shape is not None and list(array.shape) != list(ref.shape):
+            raise ValueError(f"blob {ref.sha256[:12]} has shape {array.shape}, expected {ref.shape}")
+        return array
+
+    def touch(self, ref: BlobRef) -> None:
+        try:
+            os.utime(self.path(ref))
+        except FileNotFoundError:
+            pass
+
+    # -- lifetime ---------------------------------------------------------------------------
+    def collect_garbage(self, *, older_than_s: float, keep: set[str]) -> int:
+        """Delete blobs untouched for ``older_than_s`` whose sha256 is not in ``keep``
+        (the inputs of unfinished jobs), and abandoned partial uploads. Returns the count."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for folder in self.root.iterdir():
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                sha = path.name.split(".", 1)[0]
+                if folder != self.temp_dir and sha in keep:
+                    continue
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+
+def open_blob_store(settings) -> DirectoryBlobStore:
+    """The store named by the settings (a directory; see docs/service.md to plug another)."""
+    return DirectoryBlobStore(settings.resolved_blob_dir())
