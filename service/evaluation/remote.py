@@ -30,8 +30,6 @@ TERMINAL = {"finished", "failed", "cancelled"}
 POLL_WAIT_S = 20  # long-poll length; also how soon an interrupted run's threads notice
 SUBMIT_ATTEMPTS = 8
 REFUSED = {413, 415, 422}  # the input itself was refused: the video's outcome, not a retry
-BINARY_TYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float16): "FP16",
-                np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64"}  # fmt: skip
 
 
 class _Retryable(Exception):
@@ -184,10 +182,13 @@ class ServiceScorer:
                       for name, array in geometry.items()]  # fmt: skip
             return self.client.post("/v1/score", headers=headers, files=parts,
                                     data={"request": json.dumps(request)})  # fmt: skip
-        tensors = {"video.0": read_frames(path)}
-        tensors.update({f"{name}.0": array for name, array in (geometry or {}).items()})
-        body_headers, body = encode_binary(tensors, request)
-        return self.client.post("/v1/score", headers={**headers, **body_headers}, content=body)
+        from service.api.encode import body_chunks, encode_binary
+
+        body_headers, parts = encode_binary([read_frames(path)],
+                                            geometry=[geometry] if geometry else None,
+                                            items=request["items"], options=request["options"])  # fmt: skip
+        return self.client.post("/v1/score", headers={**headers, **body_headers},
+                                content=body_chunks(parts))  # fmt: skip
 
     def _geometry(self, task: Task) -> dict[str, np.ndarray] | None:
         if not self.uses_known_geometry:
@@ -314,24 +315,6 @@ def read_frames(path: Path) -> np.ndarray:
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     return np.ascontiguousarray(array)
-
-
-def encode_binary(tensors: dict[str, np.ndarray], request: dict) -> tuple[dict[str, str], bytes]:
-    """The KServe-v2-style binary body: JSON header, then raw little-endian tensors in order."""
-    inputs, blobs = [], []
-    for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
-        if array.dtype not in BINARY_TYPES:
-            array = array.astype(np.float32 if name.startswith("video") else np.float64)
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
-        blob = array.tobytes()
-        inputs.append({"name": name, "datatype": BINARY_TYPES[np.dtype(array.dtype.name)],
-                       "shape": list(array.shape), "parameters": {"binary_data_size": len(blob)}})  # fmt: skip
-        blobs.append(blob)
-    header = json.dumps({"inputs": inputs, **request}).encode()
-    headers = {"Content-Type": "application/octet-stream",
-               "Inference-Header-Content-Length": str(len(header))}  # fmt: skip
-    return headers, header + b"".join(blobs)
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
