@@ -16,7 +16,9 @@
 4. Prints, per family: clean vs. corrupted mean totals, the paired difference with its 95 %
    bootstrap interval, the win rate, and whether the interval excludes zero. Exit status 1 if
    the clean folder is not better than some corrupted one with an interval excluding zero.
-5. With --screenshot: a headless-Chromium screenshot of one clean clip's report page.
+5. With --screenshot PNG: ``reward3d score --report`` on --screenshot-clip (default
+   da3_examples/robot_unitree.mp4: Apache-2.0, so a picture of it may live in the repository,
+   unlike the non-commercial clips above) and a headless-Chromium screenshot of its page.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def screenshot(page: Path, png: Path) -> None:
         subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                         "--no-first-run", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", "--window-size=1280,1700",
+                        f"--user-data-dir={profile}", "--window-size=1280,2100",
                         "--virtual-time-budget=5000", f"--screenshot={raw}", page.resolve().as_uri()],
                        check=True, capture_output=True)  # fmt: skip
         image = Image.open(raw).convert("RGB")
@@ -130,7 +132,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--long-side", type=int, default=448)
     parser.add_argument("--screenshot", type=Path, default=None)
-    parser.add_argument("--screenshot-clip", default="great_wall_2")
+    parser.add_argument("--screenshot-clip", default="da3_examples/robot_unitree.mp4",
+                        help="a clip under --data (keep it permissively licensed)")
     args = parser.parse_args()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     if args.data is None:
@@ -166,8 +169,11 @@ def main() -> int:
               f"{difference['high']:.3f}] | {wins['estimate']:.2f} [{wins['low']:.2f}, "
               f"{wins['high']:.2f}] | {'yes' if better else 'NO'} |")
     if args.screenshot is not None:
-        screenshot(args.work / "report" / "videos" / "clean" / f"{args.screenshot_clip}.npy.html",
-                   args.screenshot)  # fmt: skip
+        page_dir = args.work / "screenshot"
+        subprocess.run([sys.executable, "-m", "service.cli", "score",
+                        str(args.data / args.screenshot_clip), "--report", str(page_dir)],
+                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        screenshot(page_dir / "report.html", args.screenshot)
     return 1 if failures else 0
 
 
