@@ -9,14 +9,18 @@
    from --data, written only under --work).
 2. Builds ``WORK/corrupted_<family>`` for each corruption family of
    service/validation/corruptions.py at one severity (fixed seed per clip), same file names.
-   ``reverse`` is left out by default: with no requested path (these clips have no prompt) a
-   reversed static scene is still perfectly 3D-consistent, so nothing should drop.
-3. Runs ``reward3d eval WORK/clean --compare WORK/corrupted_<family> ... --report WORK/report``
+3. Requested paths (``--target self``, the default, as bench/validate.py does): these clips
+   have no prompt, so ``reward3d eval WORK/clean`` first estimates each clean clip's camera
+   path, which becomes ``NAME.trajectory.json`` beside the clip in every folder: as if each
+   prompt had described exactly the motion the footage has (only for clips whose every frame
+   registered). Without it (``--target none``) only reconstruction is scored, and corruptions
+   that keep each frame a valid view of one static scene (reverse, drop) cannot be seen.
+4. Runs ``reward3d eval WORK/clean --compare WORK/corrupted_<family> ... --report WORK/report``
    (the real CLI, default geometry backend), then the same command again (must reuse all).
-4. Prints, per family: clean vs. corrupted mean totals, the paired difference with its 95 %
+5. Prints, per family: clean vs. corrupted mean totals, the paired difference with its 95 %
    bootstrap interval, the win rate, and whether the interval excludes zero. Exit status 1 if
    the clean folder is not better than some corrupted one with an interval excluding zero.
-5. With --screenshot PNG: ``reward3d score --report`` on --screenshot-clip (default
+6. With --screenshot PNG: ``reward3d score --report`` on --screenshot-clip (default
    da3_examples/robot_unitree.mp4: Apache-2.0, so a picture of it may live in the repository,
    unlike the non-commercial clips above) and a headless-Chromium screenshot of its page.
 """
@@ -41,8 +45,8 @@ import numpy as np  # noqa: E402
 
 from service.pipeline.decode import load_video  # noqa: E402
 
-DEFAULT_FAMILIES = ("shuffle", "drop", "elastic", "homography", "flicker", "popping", "scene_cut",
-                    "frozen")  # fmt: skip
+DEFAULT_FAMILIES = ("shuffle", "reverse", "drop", "elastic", "homography", "flicker", "popping",
+                    "scene_cut", "frozen")  # fmt: skip
 
 
 def as_uint8(frames) -> np.ndarray:  # float [T,H,W,3] in [0,1] -> uint8
@@ -85,12 +89,32 @@ def build_folders(clips, work: Path, families, severity: int) -> list[Path]:
     return [clean, *folders]
 
 
-def run_eval(folders: list[Path], work: Path, args) -> tuple[float, str]:
+def write_self_targets(folders: list[Path], work: Path, args) -> int:
+    """Score the clean clips, then put each one's estimated path beside it in every folder."""
+    run_eval(folders[:1], work, args, out="paths", report=False)
+    written = 0
+    for line in (work / "paths" / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        geometry = (record.get("result") or {}).get("geometry")
+        if not geometry or not all(geometry["registered"]):
+            continue  # no trustworthy path: that clip is scored without a target
+        stem = record["name"][: -len(".npy")]
+        target = json.dumps({"world_to_camera": geometry["world_to_camera"]})
+        for folder in folders:
+            (folder / f"{stem}.trajectory.json").write_text(target)
+        written += 1
+    return written
+
+
+def run_eval(folders: list[Path], work: Path, args, out: str = "out", report: bool = True
+             ) -> tuple[float, str]:  # fmt: skip
     command = [sys.executable, "-m", "service.cli", "eval", str(folders[0])]
     for folder in folders[1:]:
         command += ["--compare", str(folder)]
-    command += ["--out", str(work / "out"), "--report", str(work / "report"),
-                "--max-frames", str(args.frames), "--long-side", str(args.long_side)]  # fmt: skip
+    command += ["--out", str(work / out), "--max-frames", str(args.frames),
+                "--long-side", str(args.long_side)]  # fmt: skip
+    if report:
+        command += ["--report", str(work / "report")]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
@@ -132,6 +156,7 @@ def main() -> int:
     parser.add_argument("--severity", type=int, default=2, choices=(1, 2, 3))
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--long-side", type=int, default=448)
+    parser.add_argument("--target", choices=["self", "none"], default="self")
     parser.add_argument("--screenshot", type=Path, default=None)
     parser.add_argument("--screenshot-clip", default="da3_examples/robot_unitree.mp4",
                         help="a clip under --data (keep it permissively licensed)")
@@ -145,6 +170,9 @@ def main() -> int:
     folders = build_folders(clips, args.work, families, args.severity)
     print(f"{len(clips)} clean clips ({', '.join(sorted(clips))}); "
           f"{len(families)} corrupted folders at severity {args.severity}", flush=True)
+    if args.target == "self":
+        print(f"requested paths: {write_self_targets(folders, args.work, args)} of {len(clips)} "
+              "clips (the clean clip's own estimated path)", flush=True)
 
     first, log = run_eval(folders, args.work, args)
     print(f"first run: {first:.0f} s for {len(clips) * len(folders)} videos "

@@ -276,3 +276,32 @@ def test_unreadable_video_is_a_row_not_a_crash(tmp_path):
     assert rows["broken.mp4"]["status"] == "failed"
     assert rows["broken.mp4"]["error"]["code"] == "invalid_input"
     assert "at least 2 frames" in rows["one_frame.npy"]["error"]["detail"]
+
+
+def test_requested_path_beside_the_video(tmp_path):
+    """NAME.trajectory.json sets the requested camera path (no prompt needed) and is part of
+    the result's key: changing it rescores that video."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    clip = make_clip("move_right", 6, 54, 96, detail=0.5)
+    np.save(folder / "a.npy", clip.frames)
+    np.savez(folder / "a.geometry.npz", **clip.geometry_arrays())
+    path = folder / "a.trajectory.json"
+    path.write_text(json.dumps({"world_to_camera": clip.world_to_camera.tolist()}))
+    result = run_eval(folder, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (record,) = ResultStore(tmp_path / "out").records.values()
+    trajectory = record["result"]["terms"]["trajectory"]
+    assert trajectory["status"] == "ok" and trajectory["score"] > 0.95  # its own exact path
+    assert trajectory["metrics"]["target_source"] == "poses"
+    reversed_path = {"world_to_camera": clip.world_to_camera[::-1].tolist()}
+    path.write_text(json.dumps(reversed_path))
+    result = run_eval(folder, "--out", tmp_path / "out")
+    assert "1 scored now, 0 reused" in said(result)
+    scores = sorted(r["result"]["terms"]["trajectory"]["score"]
+                    for r in ResultStore(tmp_path / "out").records.values())  # fmt: skip
+    assert scores[0] < scores[1] - 0.3  # the reversed request scores lower
+    path.write_text("{not json")
+    result = run_eval(folder, "--out", tmp_path / "out")
+    (failed,) = [r for r in ResultStore(tmp_path / "out").records.values() if r["status"] == "failed"]
+    assert failed["error"]["code"] == "invalid_input" and "trajectory" in failed["error"]["detail"]

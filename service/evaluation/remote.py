@@ -152,6 +152,7 @@ class ServiceScorer:
 
         request = {"items": [{"id": task.entry.name[:256],
                               **({"prompt": task.prompt} if task.prompt else {}),
+                              **self._trajectory(task),
                               **({"report": True} if self.want_reports else {})}],
                    "options": self.options.model_dump(mode="json", exclude_none=True)}  # fmt: skip
         # Same video, prompt, options and request -> same key -> the same job, on a retry or a
@@ -189,6 +190,17 @@ class ServiceScorer:
                                             items=request["items"], options=request["options"])  # fmt: skip
         return self.client.post("/v1/score", headers={**headers, **body_headers},
                                 content=body_chunks(parts))  # fmt: skip
+
+    def _trajectory(self, task: Task) -> dict[str, Any]:
+        from service.inputs import InputFileError, load_trajectory_file
+
+        if task.entry.trajectory_path is None:
+            return {}
+        try:
+            target = load_trajectory_file(task.entry.trajectory_path)
+        except InputFileError as exc:
+            raise _Refused(str(exc)) from None
+        return {"trajectory": target.model_dump(mode="json", exclude_none=True)}
 
     def _geometry(self, task: Task) -> dict[str, np.ndarray] | None:
         if not self.uses_known_geometry:

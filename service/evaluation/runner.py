@@ -194,9 +194,12 @@ def plan_tasks(groups: list[Group], prompts: dict[str, str], fingerprint: str, *
             geometry_sha = None
             if with_geometry and entry.geometry_path is not None:
                 geometry_sha = content_sha256(entry.geometry_path)
+            trajectory_sha = None
+            if entry.trajectory_path is not None:
+                trajectory_sha = content_sha256(entry.trajectory_path)
             prompt = prompts.get(entry.name)
-            key = result_key(video_sha, geometry_sha, prompt, fingerprint)
-            tasks.append(Task(entry, prompt, key, video_sha, geometry_sha))
+            key = result_key(video_sha, geometry_sha, prompt, fingerprint, trajectory_sha)
+            tasks.append(Task(entry, prompt, key, video_sha, geometry_sha, trajectory_sha))
     return tasks
 
 

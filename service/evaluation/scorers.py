@@ -41,6 +41,7 @@ class Task:
     key: str
     video_sha256: str
     geometry_sha256: str | None
+    trajectory_sha256: str | None = None
 
 
 @dataclass
@@ -107,10 +108,14 @@ class InProcessScorer:
         return None  # pages are drawn here, from a fresh score (renders are not stored)
 
     def score(self, task: Task) -> Scored:
+        from service.inputs import InputFileError, load_trajectory_file
         from service.pipeline.geometry.oracle import load_geometry_file
         from service.pipeline.types import PipelineInputError
 
         try:
+            trajectory = None
+            if task.entry.trajectory_path is not None:
+                trajectory = load_trajectory_file(task.entry.trajectory_path)
             arrays = None
             if self.uses_known_geometry:
                 if task.entry.geometry_path is None:
@@ -119,9 +124,9 @@ class InProcessScorer:
                         f"a file NAME.geometry.npz next to it"
                     )
                 arrays = load_geometry_file(task.entry.geometry_path)
-            output = self._pipeline.run(task.entry.path, prompt=task.prompt,
+            output = self._pipeline.run(task.entry.path, prompt=task.prompt, trajectory=trajectory,
                                         options=self.options, geometry_arrays=arrays)  # fmt: skip
-        except PipelineInputError as exc:
+        except (PipelineInputError, InputFileError) as exc:
             return Scored("failed", error={"code": "invalid_input", "detail": str(exc)})
         except Exception as exc:  # noqa: BLE001  (one broken video must not stop a long run)
             return Scored("failed", error={"code": "internal_error",

@@ -3,7 +3,8 @@
 One JSON object per line in ``<out>/results.jsonl``, appended (and flushed to disk) as each
 video finishes. A record is keyed by
 
-    key = sha256(video content sha256, geometry file sha256, prompt, scoring fingerprint)
+    key = sha256(video content sha256, geometry file sha256, prompt, scoring fingerprint
+                 [, requested-path file sha256])
 
 so a video is skipped when the same bytes were already scored with the same prompt and the
 same options, whatever its name or folder; renaming a file costs nothing, changing an option
@@ -27,8 +28,11 @@ RESULTS_FILE = "results.jsonl"
 
 
 def result_key(video_sha256: str, geometry_sha256: str | None, prompt: str | None,
-               fingerprint: str) -> str:  # fmt: skip
-    payload = json.dumps([video_sha256, geometry_sha256, prompt, fingerprint])
+               fingerprint: str, trajectory_sha256: str | None = None) -> str:  # fmt: skip
+    payload = [video_sha256, geometry_sha256, prompt, fingerprint]
+    if trajectory_sha256 is not None:  # (keys of results without a requested path unchanged)
+        payload.append(trajectory_sha256)
+    payload = json.dumps(payload)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -7,6 +7,8 @@ compared video by video on equal names.
 Videos are files PyAV decodes (.mp4, .webm, .avi, .mkv, .mov, ...), ``.npy`` / ``.safetensors``
 arrays, or sub-folders of images (one video per sub-folder). A file ``NAME.geometry.npz`` next
 to a video holds its known geometry (the oracle backend's layout); it is never a video itself.
+A file ``NAME.trajectory.json`` (or ``.npz``) holds the camera path requested for that video
+(explicit poses, as ``reward3d score --trajectory``): the trajectory term compares with it.
 
 Prompts file (``--prompts``), one of:
 
@@ -33,6 +35,7 @@ VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".gif", ".npy
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 GEOMETRY_SUFFIX = ".geometry.npz"
+TRAJECTORY_SUFFIXES = (".trajectory.json", ".trajectory.npz")
 
 
 class EvaluationInputError(ValueError):
@@ -50,6 +53,16 @@ class VideoEntry:
         """Known geometry next to the video (``NAME.geometry.npz``), if any."""
         candidate = self.path.parent / (_strip_suffix(self.path.name) + GEOMETRY_SUFFIX)
         return candidate if candidate.is_file() else None
+
+    @property
+    def trajectory_path(self) -> Path | None:
+        """The requested camera path next to the video (``NAME.trajectory.json`` or ``.npz``,
+        service.inputs.load_trajectory_file's formats), if any."""
+        for suffix in TRAJECTORY_SUFFIXES:
+            candidate = self.path.parent / (_strip_suffix(self.path.name) + suffix)
+            if candidate.is_file():
+                return candidate
+        return None
 
 
 @dataclass(frozen=True)

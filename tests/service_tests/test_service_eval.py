@@ -11,6 +11,7 @@ import json
 import threading
 
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -33,6 +34,10 @@ def service(redis_url, fresh_redis, tmp_path_factory):
     server = ApiServer(settings).start()
     worker = WorkerProcess(settings, root / "worker.log").start().wait_warm(fresh_redis)
     clean, broken = write_folders(root / "videos", count=COUNT)
+    # One clip with a requested camera path beside it (sent as the item's trajectory).
+    with np.load(clean / "move_right_2.geometry.npz") as geometry:
+        path = {"world_to_camera": geometry["world_to_camera"][::-1].tolist()}
+    (clean / "move_right_2.trajectory.json").write_text(json.dumps(path))
     yield server.url, clean, broken, write_prompts(root / "prompts.jsonl", count=COUNT)
     worker.stop()
     server.stop()
@@ -58,6 +63,8 @@ def test_service_results_equal_in_process_and_resume(service, tmp_path):
     assert len(remote_totals) == 2 * COUNT and remote_totals == totals(tmp_path / "local")
     records = ResultStore(tmp_path / "remote").records.values()
     assert all(r["source"] == url and r["job_id"] for r in records)
+    (requested,) = [r for r in records if r["name"] == "move_right_2.npy" and r["group"] == "clean"]
+    assert requested["result"]["terms"]["trajectory"]["metrics"]["target_source"] == "poses"
     # The pages are the worker's full reports (frames and re-renders), not result-only pages.
     page = tmp_path / "report" / "videos" / "clean" / f"{CLIPS[0][0]}_0.npy.html"
     assert page.read_text().count('class="frame-render"') == 6
