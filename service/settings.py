@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         None, description="Hub id or local dir of an image-preference model ('preference')."
     )
 
+    # --- classical geometry backend (issue 3; service/pipeline/geometry/classical.py) --------
+    classical_fov_deg: float = Field(
+        55.0, gt=5, lt=170,
+        description="Horizontal field of view assumed by the classical backend before bundle "
+        "adjustment refines the focal length (and kept when the camera does not translate).",
+    )
+
     # --- service ---------------------------------------------------------------------------
     redis_url: str | None = Field(
         None,

@@ -8,12 +8,23 @@ lifted from its nearest frames, never from its own pixels. Per frame, on the cov
     ssim_score  = clip(SSIM, 0, 1)
     lpips_score = clip(1 - LPIPS, 0, 1)                     # only when LPIPS weights are given
     similarity  = mean of the scores above
-    frame_score = coverage * similarity * detail_factor
+    frame_score = coverage * similarity * detail_factor * evidence
 
     coverage      = covered pixels / all pixels  (uncovered pixels count as errors: a score
                     that looked at covered pixels alone could be fooled by breaking geometry)
     detail_factor = min(1, image detail / 0.01)   (a blank frame re-renders perfectly and
                     proves nothing; see metrics.image_detail)
+    evidence      = min(1, parallax / (0.01 * max(H, W)))   (observability of depth)
+
+Evidence: a held-out render tests the estimated depth only if the frames it is rendered from
+see the scene with parallax. A camera that turns in place or stands still re-renders
+"consistently" with any depth at all, so such frames are no 3D evidence and must not be
+rewarded as such (else a policy learns to stop moving the camera). ``parallax`` is the median
+distance, in pixels of frame t's neighbour s, between where a point of frame t lands at its
+estimated depth and where it would land at infinite depth (the displacement that depth alone
+explains), averaged over the neighbours that render frame t. It is computed from the geometry
+itself (poses, intrinsics, depth), so every backend is judged alike. Full evidence needs a
+parallax of 1 % of the image's longer side (4.5 px at 448 px); less scales the frame down.
 
 Frames that carry no evidence score 0: unregistered frames (no pose) and frozen frames (exact
 copies of the previous frame: a frozen video is not rewarded). The term is the mean over all
@@ -31,6 +42,7 @@ from torch import Tensor
 
 from service.pipeline.render.held_out import HeldOutRenders
 from service.pipeline.terms.metrics import image_detail, masked_psnr, masked_ssim
+from service.pipeline.transforms import invert_rigid, pixel_grid
 from service.pipeline.types import Geometry
 from service.schemas import TermResult, TermStatus
 
@@ -38,6 +50,8 @@ COVERED_ALPHA = 0.5
 PSNR_FLOOR_DB = 12.0
 PSNR_RANGE_DB = 24.0
 DETAIL_MIN = 0.01
+PARALLAX_FULL = 0.01  # fraction of the longer image side
+PARALLAX_SAMPLES = 4096  # pixels per frame used to measure parallax (a regular grid)
 
 # (rendered [H,W,3], target [H,W,3]) -> LPIPS distance (lower is better)
 LpipsFn = Callable[[Tensor, Tensor], float]
@@ -59,7 +73,9 @@ def reconstruction_term(
     num_frames = frames.shape[0]
     renders = held_out.renders
     frame_scores, psnrs, ssims, lpips_values, coverages = [], [], [], [], []
+    parallaxes, evidences = [], []
     skipped = {"unregistered": 0, "frozen": 0, "no_neighbours": 0}
+    parallax_full_px = PARALLAX_FULL * max(frames.shape[1], frames.shape[2])
     for t in range(num_frames):
         if not bool(geometry.registered[t]):
             skipped["unregistered"] += 1
@@ -80,8 +96,12 @@ def reconstruction_term(
                 lpips_values.append(distance)
                 scores.append(min(1.0, max(0.0, 1.0 - distance)))
             detail_factor = min(1.0, image_detail(frames[t]) / DETAIL_MIN)
-            frame_scores.append(coverage * sum(scores) / len(scores) * detail_factor)
+            parallax = frame_parallax_px(geometry, t, held_out.neighbours[t])
+            evidence = min(1.0, parallax / parallax_full_px)
+            frame_scores.append(coverage * sum(scores) / len(scores) * detail_factor * evidence)
             coverages.append(coverage)
+            parallaxes.append(parallax)
+            evidences.append(evidence)
             if not math.isnan(psnr):
                 psnrs.append(psnr)
             if not math.isnan(ssim):
@@ -94,6 +114,8 @@ def reconstruction_term(
         "psnr": _mean(psnrs),
         "ssim": _mean(ssims),
         "coverage": _mean(coverages) if coverages else 0.0,
+        "parallax_px": _median(parallaxes),
+        "evidence": _mean(evidences),
         "frames_evaluated": evaluated,
         "frames_unregistered": skipped["unregistered"],
         "frames_frozen": skipped["frozen"],
@@ -114,9 +136,63 @@ def reconstruction_term(
             f"{num_frames - evaluated} of {num_frames} frames scored 0 "
             f"({skipped['unregistered']} unregistered, {skipped['frozen']} frozen)"
         )
+    weak = sum(e < 0.5 for e in evidences)
+    if weak:
+        note = (
+            f"{weak} of {evaluated} evaluated frames see too little parallax (median "
+            f"{_median(parallaxes):.2g} px, full credit at {parallax_full_px:.3g} px): the camera "
+            "barely translates, so depth is unobservable and those frames are not 3D evidence"
+        )
+        reason = f"{reason}; {note}" if reason else note
     return TermResult(score=min(1.0, max(0.0, score)), status=TermStatus.OK, reason=reason,
                       metrics=metrics)  # fmt: skip
 
 
+def frame_parallax_px(geometry: Geometry, frame: int, neighbours: list[int]) -> float:
+    """Depth-induced parallax of ``frame`` seen from ``neighbours``, in pixels (see the module
+    docstring): the median over a grid of frame's pixels of |project(point at its depth) -
+    project(point at infinity)| in each neighbour, averaged over the neighbours. Pixels without
+    depth use the frame's median depth. 0 for a camera that does not translate."""
+    if not neighbours:
+        return 0.0
+    depth = geometry.depth[frame].double()  # [H,W]
+    height, width = depth.shape
+    step = max(1, int(math.sqrt(height * width / PARALLAX_SAMPLES)))
+    grid = pixel_grid(height, width, dtype=torch.float64)[step // 2 :: step, step // 2 :: step]
+    depth = depth[step // 2 :: step, step // 2 :: step]
+    known = depth > 0
+    if bool(known.any()):
+        fill = float(depth[known].median())
+    else:  # this frame has no depth: use the clip's (subsampled: exact enough, cheap)
+        positive = geometry.depth[geometry.depth > 0]
+        step_all = max(1, positive.numel() // 100_000)
+        fill = float(positive[::step_all].double().median()) if positive.numel() else 1.0
+    depth = torch.where(known, depth, torch.full_like(depth, fill)).reshape(-1)  # [N]
+    uv = grid.reshape(-1, 2)
+    k_inv = torch.linalg.inv(geometry.intrinsics[frame])
+    rays = torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1) @ k_inv.T  # [N,3] camera, z = 1
+    camera_to_world = invert_rigid(geometry.world_to_camera[frame])
+    directions = rays @ camera_to_world[:3, :3].T  # [N,3] world
+    points = directions * depth[:, None] + camera_to_world[:3, 3]  # [N,3] world
+    values = []
+    for other in neighbours:
+        rotation = geometry.world_to_camera[other, :3, :3]
+        translation = geometry.world_to_camera[other, :3, 3]
+        k = geometry.intrinsics[other]
+        near = points @ rotation.T + translation  # [N,3] in the neighbour's camera
+        far = directions @ rotation.T  # the same rays at infinite depth
+        visible = (near[:, 2] > 1e-9) & (far[:, 2] > 1e-9)
+        if not bool(visible.any()):
+            continue
+        near_px = near[visible, :2] / near[visible, 2:] * k[[0, 1], [0, 1]]
+        far_px = far[visible, :2] / far[visible, 2:] * k[[0, 1], [0, 1]]
+        values.append(float((near_px - far_px).norm(dim=1).median()))
+    return float(sum(values) / len(values)) if values else 0.0
+
+
 def _mean(values: list[float]) -> float | None:
     return float(sum(values) / len(values)) if values else None
+
+
+def _median(values: list[float]) -> float | None:
+    return float(torch.tensor(values, dtype=torch.float64).median()) if values else None
