@@ -1,5 +1,7 @@
 """Folders of small synthetic clips for the evaluation tests: a clean folder and a corrupted
-twin (same names), each clip with its exact geometry in NAME.geometry.npz (oracle backend)."""
+twin (same names: the validation harness's corruptions, cycling over families that break 3D
+consistency even with exact geometry), each clip with its exact geometry in NAME.geometry.npz
+(oracle backend)."""
 
 from __future__ import annotations
 
@@ -8,26 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from service.synthetic import make_clip
+from service.validation.corruptions import corrupt
+
+FAMILIES = ("popping", "elastic", "flicker")  # each changes pixels, not the frame count
 
 # (motion, field of view): distinct clips of the textured room.
 CLIPS = [("orbit", 60.0), ("push_in", 60.0), ("move_right", 60.0), ("orbit", 45.0),
          ("push_in", 50.0), ("move_right", 70.0)]  # fmt: skip
 PROMPTS = {"orbit": "Camera orbit right around the boxes.", "push_in": "Camera push in.",
            "move_right": "The camera moves right."}  # fmt: skip
-
-
-def popping_patches(frames: np.ndarray, seed: int) -> np.ndarray:
-    """A patch of each frame, copied from elsewhere in it, jumps around from frame to frame:
-    content that no 3D scene explains ([T,H,W,3] uint8 -> same)."""
-    rng = np.random.default_rng(seed)
-    out = frames.copy()
-    _, height, width, _ = frames.shape
-    ph, pw = height // 3, width // 3
-    for t in range(frames.shape[0]):
-        sy, sx = rng.integers(0, height - ph), rng.integers(0, width - pw)
-        dy, dx = rng.integers(0, height - ph), rng.integers(0, width - pw)
-        out[t, dy : dy + ph, dx : dx + pw] = frames[t, sy : sy + ph, sx : sx + pw]
-    return out
 
 
 def write_folders(root: Path, count: int = len(CLIPS), frames: int = 6) -> tuple[Path, Path]:
@@ -38,7 +29,7 @@ def write_folders(root: Path, count: int = len(CLIPS), frames: int = 6) -> tuple
         clip = make_clip(motion, frames, 54, 96, fov_deg=fov, detail=0.5)
         name = f"{motion}_{i}"
         np.save(clean / f"{name}.npy", clip.frames)
-        np.save(broken / f"{name}.npy", popping_patches(clip.frames, seed=i))
+        np.save(broken / f"{name}.npy", corrupt(clip.frames, FAMILIES[i % len(FAMILIES)], 2, seed=i))
         for folder in (clean, broken):
             np.savez(folder / f"{name}.geometry.npz", **clip.geometry_arrays())
     return clean, broken
