@@ -20,9 +20,10 @@
 5. Prints, per family: clean vs. corrupted mean totals, the paired difference with its 95 %
    bootstrap interval, the win rate, and whether the interval excludes zero. Exit status 1 if
    the clean folder is not better than some corrupted one with an interval excluding zero.
-6. With --screenshot PNG: ``reward3d score --report`` on --screenshot-clip (default
-   da3_examples/robot_unitree.mp4: Apache-2.0, so a picture of it may live in the repository,
-   unlike the non-commercial clips above) and a headless-Chromium screenshot of its page.
+6. With --screenshot PNG: the README's example, ``reward3d score tests/data/robot_unitree.mp4
+   --prompt "The camera stays fixed as a robot walks." --report``, and a headless-Chromium
+   screenshot of its page (Apache-2.0 footage, so a picture of it may live in the repository,
+   unlike the non-commercial clips above).
 """
 
 from __future__ import annotations
@@ -91,10 +92,17 @@ def build_folders(clips, work: Path, families, severity: int) -> list[Path]:
 
 def write_self_targets(folders: list[Path], work: Path, args) -> int:
     """Score the clean clips, then put each one's estimated path beside it in every folder."""
+    import csv
+
+    for stale in (p for folder in folders for p in folder.glob("*.trajectory.json")):
+        stale.unlink()  # the clean clips are scored without a requested path
     run_eval(folders[:1], work, args, out="paths", report=False)
+    this_run = {row["key"] for row in csv.DictReader((work / "paths" / "results.csv").open())}
     written = 0
     for line in (work / "paths" / "results.jsonl").read_text().splitlines():
         record = json.loads(line)
+        if record["key"] not in this_run:
+            continue  # a result of an earlier run with other settings
         geometry = (record.get("result") or {}).get("geometry")
         if not geometry or not all(geometry["registered"]):
             continue  # no trustworthy path: that clip is scored without a target
@@ -117,7 +125,8 @@ def run_eval(folders: list[Path], work: Path, args, out: str = "out", report: bo
         command += ["--report", str(work / "report")]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
-    completed = subprocess.run(command, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    completed = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
     elapsed = time.perf_counter() - started
     if completed.returncode != 0:
         sys.stderr.write(completed.stderr)
@@ -158,8 +167,10 @@ def main() -> int:
     parser.add_argument("--long-side", type=int, default=448)
     parser.add_argument("--target", choices=["self", "none"], default="self")
     parser.add_argument("--screenshot", type=Path, default=None)
-    parser.add_argument("--screenshot-clip", default="da3_examples/robot_unitree.mp4",
-                        help="a clip under --data (keep it permissively licensed)")
+    parser.add_argument("--screenshot-clip", type=Path,
+                        default=REPO / "tests" / "data" / "robot_unitree.mp4",
+                        help="keep it permissively licensed: the picture goes into the repository")
+    parser.add_argument("--screenshot-prompt", default="The camera stays fixed as a robot walks.")
     args = parser.parse_args()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     if args.data is None:
@@ -175,8 +186,8 @@ def main() -> int:
               "clips (the clean clip's own estimated path)", flush=True)
 
     first, log = run_eval(folders, args.work, args)
-    print(f"first run: {first:.0f} s for {len(clips) * len(folders)} videos "
-          f"({first / (len(clips) * len(folders)):.1f} s per video, shared 2-core machine)")
+    scored = next((line for line in log.splitlines() if "scored now" in line), "").strip()
+    print(f"first run: {first:.0f} s ({scored}; shared 2-core machine)")
     again, log = run_eval(folders, args.work, args)
     reused_line = next((line for line in log.splitlines() if "scored now" in line), "")
     print(f"second run (resume check): {again:.1f} s: {reused_line.strip()}")
@@ -199,8 +210,8 @@ def main() -> int:
               f"{wins['high']:.2f}] | {'yes' if better else 'NO'} |")
     if args.screenshot is not None:
         page_dir = args.work / "screenshot"
-        subprocess.run([sys.executable, "-m", "service.cli", "score",
-                        str(args.data / args.screenshot_clip), "--report", str(page_dir)],
+        subprocess.run([sys.executable, "-m", "service.cli", "score", str(args.screenshot_clip),
+                        "--prompt", args.screenshot_prompt, "--report", str(page_dir)],
                        cwd=REPO, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         screenshot(page_dir / "report.html", args.screenshot)
     return 1 if failures else 0

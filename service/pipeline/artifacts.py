@@ -86,8 +86,10 @@ def plot_trajectory(output: PipelineOutput, path) -> None:
     """Top view (x right, z forward) and side view (z forward, y down) of the camera paths."""
     estimated, target = trajectory_points(output)
     term = output.result.terms.get("trajectory")
-    plot_camera_paths(estimated, target, path,
-                      score=None if term is None else term.score)  # fmt: skip
+    moves = target is not None and float(np.abs(np.diff(target, axis=0)).sum()) > 1e-12
+    plot_camera_paths(estimated, target, path, score=None if term is None else term.score,
+                      scale_note="estimate scaled to the requested length" if moves
+                      else "estimate in the geometry's units")  # fmt: skip
 
 
 def plot_camera_paths(
@@ -96,6 +98,7 @@ def plot_camera_paths(
     path,  # a file path or a binary file object (PNG)
     *,
     score: float | None = None,
+    scale_note: str = "estimate scaled to the requested length",
 ) -> None:
     import matplotlib
 
@@ -134,7 +137,7 @@ def plot_camera_paths(
     view.set_zlabel("-y (up)")
     view.tick_params(labelsize=7)
     axes[0].legend(fontsize=8, loc="best")
-    title = "camera path (first camera's frame; estimate scaled to the requested length)"
+    title = f"camera path (first camera's frame; {scale_note})"
     if score is not None:
         title += f"  trajectory score {score:.3f}"
     figure.suptitle(title, fontsize=9)

@@ -83,29 +83,32 @@ def camera_paths(
     Both paths are expressed in their first registered camera's frame (x right, y down,
     z forward), as the trajectory term compares them; the estimate is scaled to the requested
     path's length (display only: the estimate's scale is arbitrary). Returns ``{"frames": [k],
-    "estimated": {"centres": [k,3], "forward": [k,3]}, "target": same or None}`` as lists.
+    "estimated": {"centres": [k,3], "forward": [k,3]}, "target": same or None, "scale": how the
+    estimate was scaled}`` as lists.
     """
     frames = np.flatnonzero(np.asarray(registered, dtype=bool))
     if frames.size == 0:
-        return {"frames": [], "estimated": {"centres": [], "forward": []}, "target": None}
+        return {"frames": [], "estimated": {"centres": [], "forward": []}, "target": None,
+                "scale": ""}
     camera_to_world = np.linalg.inv(np.asarray(world_to_camera, dtype=np.float64)[frames])
     estimated = _relative_to_first(camera_to_world)
-    target = None
+    target, scale = None, "estimate in the geometry's units"
+    est_length = _path_length(estimated)
     if target_camera_to_world is not None:
         target = _relative_to_first(np.asarray(target_camera_to_world, np.float64)[frames])
-        est_length, tgt_length = _path_length(estimated), _path_length(target)
+        tgt_length = _path_length(target)
         if est_length > 1e-12 and tgt_length > 1e-12:
             estimated[:, :3, 3] *= tgt_length / est_length
-    else:  # no target: unit path length, so the view has a sensible size
-        length = _path_length(estimated)
-        if length > 1e-12:
-            estimated[:, :3, 3] /= length
+            scale = "estimate scaled to the requested length"
+    elif est_length > 1e-12:  # no target: unit path length, so the view has a sensible size
+        estimated[:, :3, 3] /= est_length
+        scale = "estimate scaled to unit path length"
 
     def pack(poses):
         return {"centres": np.round(poses[:, :3, 3], 5).tolist(),
                 "forward": np.round(poses[:, :3, 2], 5).tolist()}  # fmt: skip
 
-    return {"frames": frames.tolist(), "estimated": pack(estimated),
+    return {"frames": frames.tolist(), "estimated": pack(estimated), "scale": scale,
             "target": None if target is None else pack(target)}  # fmt: skip
 
 
@@ -126,7 +129,7 @@ def path_plot_uri(paths: dict[str, Any], score: float | None) -> str | None:
     buffer = io.BytesIO()
     plot_camera_paths(np.array(paths["estimated"]["centres"]),
                       None if target is None else np.array(target["centres"]), buffer,
-                      score=score)  # fmt: skip
+                      score=score, scale_note=paths["scale"])  # fmt: skip
     return png_uri(buffer.getvalue())
 
 
