@@ -33,7 +33,7 @@ def lift_gaussians(
     frames: Tensor,  # [T,H,W,3] float32 in [0,1]
     geometry: Geometry,
     *,
-    max_gaussians: int = 1_500_000,
+    max_gaussians: int = 4_000_000,
     footprint_scale: float = 0.7,
     frame_mask: Tensor | None = None,  # [T] bool: frames to lift (default: registered ones)
 ) -> Gaussians:
