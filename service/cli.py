@@ -73,6 +73,7 @@ def score(
     long_side: Annotated[Optional[int], typer.Option(help="Working resolution (longer side, px).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
     save_renders: Annotated[Optional[Path], typer.Option(help="Write frames, renders, error maps and the path plot here.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write an HTML report (DIR/report.html): why it scored as it did.")] = None,
 ) -> None:  # fmt: skip
     """Score one video: reconstruct, re-render, and report each term."""
     from pydantic import ValidationError
@@ -125,6 +126,10 @@ def score(
 
         written = write_renders(output, save_renders)
         stderr.print(f"wrote {len(written)} files to {save_renders}")
+    if report is not None:
+        from service.report import write_video_report
+
+        stderr.print(f"wrote {write_video_report(output, report, name=video.name, prompt=prompt)}")
     result = output.result
     if as_json:
         sys.stdout.write(result.model_dump_json() + "\n")
@@ -216,6 +221,10 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
 from service.cli_models import models_app  # noqa: E402  (reward3d models ...)
 
 app.add_typer(models_app, name="models")
+
+from service.cli_eval import eval_command  # noqa: E402  (reward3d eval ...)
+
+app.command(name="eval")(eval_command)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})

@@ -158,3 +158,13 @@ def test_renderer_factory_and_availability():
     assert get_renderer("torch_ewa").name == "torch_ewa"
     with pytest.raises(ValueError):
         get_renderer("nonsense")
+
+
+def test_lifted_gaussian_scale_is_the_pixel_footprint_at_any_stride():
+    # sigma = footprint_scale * stride * depth / focal: a subsampled Gaussian covers its block.
+    frames, geometry = dense_surface()
+    for budget, stride in ((10_000, 1), (192, 2), (86, 3)):  # 768 pixels / stride^2, rounded up
+        gaussians = lift_gaussians(frames, geometry, max_gaussians=budget, footprint_scale=0.7)
+        depth = gaussians.means[:, 2]  # identity camera: z is the depth
+        torch.testing.assert_close(gaussians.scales[:, 0], 0.7 * stride * depth / 30.0)
+        assert gaussians.num_gaussians == (24 // stride) * (32 // stride)

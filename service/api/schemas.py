@@ -29,6 +29,8 @@ class ItemFields(BaseModel):
     )
     trajectory: TrajectoryTarget | None = Field(None, description="An explicit target camera path.")
     options: ScoreOptions | None = Field(None, description="Overrides the request's options.")
+    report: bool = Field(False, description="Keep an HTML report of this item (frames, re-renders, "
+                         "error maps, camera path): GET /v1/jobs/{id}/report?item=<index>.")  # fmt: skip
 
 
 class RequestFields(BaseModel):
@@ -119,6 +121,8 @@ class ItemPublic(BaseModel):
     cached: bool = False
     result: RewardResult | None = None
     error: ItemError | None = None
+    report: str | None = Field(None, description="Path of the item's HTML report, when it asked "
+                               "for one and it was kept.")  # fmt: skip
 
 
 class Progress(BaseModel):

@@ -41,6 +41,7 @@ class ItemSpec(BaseModel):
     prompt: str | None = None
     trajectory: TrajectoryTarget | None = None
     options: ScoreOptions = Field(default_factory=ScoreOptions)
+    report: bool = Field(False, description="Keep an HTML report page (service/jobs/reports.py).")
 
 
 class JobSpec(BaseModel):

@@ -112,7 +112,7 @@ def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) 
 
     settings = context.settings
     cache_key = item_cache_key(context.fingerprint, item) if settings.cache_ttl_s > 0 else None
-    if cache_key is not None:
+    if cache_key is not None and not item.report:  # a report needs the renders: score afresh
         cached = context.connection.get(keys.result_cache(cache_key))
         if cached is not None:
             context.stats.increment("cache_hits_total")
@@ -129,7 +129,7 @@ def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) 
         for attempt in Retrying(stop=stop_after_attempt(2), wait=wait_fixed(1.0),
                                 retry=retry_if_exception(transient), reraise=True):  # fmt: skip
             with attempt:
-                result = _run_pipeline(context, job_id, index, item)
+                output = _run_pipeline(context, job_id, index, item)
     except PipelineInputError as exc:
         return _failed(context, index, item, "invalid_input", str(exc))
     except BlobMissingError as exc:
@@ -147,6 +147,7 @@ def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) 
     finally:
         context.current.clear()
 
+    result = output.result
     result_json = result.model_dump_json()
     with context.connection.pipeline(transaction=False) as pipe:
         if cache_key is not None:
@@ -156,8 +157,25 @@ def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) 
                 context.stats.observe("stage_seconds", milliseconds / 1000, {"stage": stage}, pipe=pipe)
         context.stats.observe("item_seconds", time.perf_counter() - started, pipe=pipe)
         pipe.execute()
+    report = _keep_report(context, job_id, index, item, output) if item.report else None
     _count(context, "ok")
-    return _ok(index, item, result_json, cached=False)
+    return _ok(index, item, result_json, cached=False, report=report)
+
+
+def _keep_report(context: WorkerContext, job_id: str, index: int, item: ItemSpec, output) -> str | None:
+    """Draw the item's HTML report while its renders are in memory; its URL path, or None if
+    it could not be drawn (the score stands either way)."""
+    from service.jobs.reports import ReportStore
+    from service.report import video_page
+
+    try:
+        html = video_page(output.result, output=output, name=item.id or f"item {index}",
+                          prompt=item.prompt)  # fmt: skip
+        ReportStore(context.settings.resolved_blob_dir()).write(job_id, index, html)
+    except Exception:  # noqa: BLE001
+        log.exception("job %s item %d: the report page could not be drawn", job_id, index)
+        return None
+    return f"/v1/jobs/{job_id}/report?item={index}"
 
 
 def _run_pipeline(context: WorkerContext, job_id: str, index: int, item: ItemSpec):
@@ -185,7 +203,7 @@ def _run_pipeline(context: WorkerContext, job_id: str, index: int, item: ItemSpe
         output = context.pipeline.run(video, prompt=item.prompt, trajectory=item.trajectory,
                                       options=item.options, geometry_arrays=geometry,
                                       on_stage=on_stage)  # fmt: skip
-    return output.result
+    return output
 
 
 def _needs_geometry(context: WorkerContext, item: ItemSpec) -> bool:
@@ -198,9 +216,10 @@ def _needs_geometry(context: WorkerContext, item: ItemSpec) -> bool:
 
 
 # -- outcomes (the public item view; see service/api/schemas.py ItemPublic) ------------------
-def _ok(index: int, item: ItemSpec, result_json: str, *, cached: bool) -> str:
+def _ok(index: int, item: ItemSpec, result_json: str, *, cached: bool, report: str | None = None) -> str:
     return (f'{{"index":{index},"id":{json.dumps(item.id)},"status":"ok",'
-            f'"cached":{"true" if cached else "false"},"error":null,"result":{result_json}}}')  # fmt: skip
+            f'"cached":{"true" if cached else "false"},"error":null,"report":{json.dumps(report)},'
+            f'"result":{result_json}}}')  # fmt: skip
 
 
 def _failed(context: WorkerContext, index: int, item: ItemSpec, code: str, detail: str) -> str:

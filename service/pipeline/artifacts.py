@@ -82,15 +82,31 @@ def trajectory_points(output: PipelineOutput) -> tuple[np.ndarray, np.ndarray | 
     return estimated.numpy(), target
 
 
-def plot_trajectory(output: PipelineOutput, path: str | Path) -> None:
+def plot_trajectory(output: PipelineOutput, path) -> None:
     """Top view (x right, z forward) and side view (z forward, y down) of the camera paths."""
+    estimated, target = trajectory_points(output)
+    term = output.result.terms.get("trajectory")
+    moves = target is not None and float(np.abs(np.diff(target, axis=0)).sum()) > 1e-12
+    plot_camera_paths(estimated, target, path, score=None if term is None else term.score,
+                      scale_note="estimate scaled to the requested length" if moves
+                      else "estimate in the geometry's units")  # fmt: skip
+
+
+def plot_camera_paths(
+    estimated: np.ndarray,  # [T,3] camera centres, first camera's frame
+    target: np.ndarray | None,  # [T,3] requested centres, same frame, or None
+    path,  # a file path or a binary file object (PNG)
+    *,
+    score: float | None = None,
+    scale_note: str = "estimate scaled to the requested length",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    estimated, target = trajectory_points(output)
-    figure, axes = plt.subplots(1, 2, figsize=(8, 3.6), dpi=100)
+    figure = plt.figure(figsize=(12, 3.8), dpi=100)
+    axes = [figure.add_subplot(1, 3, 1), figure.add_subplot(1, 3, 2)]
     for ax, (i, j, xlabel, ylabel) in zip(
         axes, [(0, 2, "x (right)", "z (forward)"), (2, 1, "z (forward)", "y (down)")]
     ):
@@ -104,12 +120,27 @@ def plot_trajectory(output: PipelineOutput, path: str | Path) -> None:
         ax.grid(alpha=0.3)
         if j == 1:
             ax.invert_yaxis()
+    # A perspective view: x right, z forward (depth axis), y down drawn as up = -y.
+    view = figure.add_subplot(1, 3, 3, projection="3d")
+    view.plot(estimated[:, 0], estimated[:, 2], -estimated[:, 1], "o-", color="tab:blue", ms=3)
+    if target is not None:
+        view.plot(target[:, 0], target[:, 2], -target[:, 1], "s--", color="tab:orange", ms=3)
+    view.plot([0], [0], [0], "k*", ms=9)
+    shown = np.concatenate([estimated, target if target is not None else estimated, np.zeros((1, 3))])
+    shown = shown[:, [0, 2, 1]] * np.array([1, 1, -1])  # plotted axes: x, z, -y
+    middle = (shown.max(0) + shown.min(0)) / 2
+    radius = max(float((shown.max(0) - shown.min(0)).max()) / 2, 1e-6)
+    for set_limits, centre in zip((view.set_xlim, view.set_ylim, view.set_zlim), middle):
+        set_limits(centre - radius, centre + radius)  # equal scales: a true 3D picture
+    view.set_xlabel("x (right)")
+    view.set_ylabel("z (forward)")
+    view.set_zlabel("-y (up)")
+    view.tick_params(labelsize=7)
     axes[0].legend(fontsize=8, loc="best")
-    term = output.result.terms.get("trajectory")
-    title = "camera path (first camera's frame; estimate scaled to the requested length)"
-    if term is not None and term.score is not None:
-        title += f"  trajectory score {term.score:.3f}"
+    title = f"camera path (first camera's frame; {scale_note})"
+    if score is not None:
+        title += f"  trajectory score {score:.3f}"
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, format="png")
     plt.close(figure)

@@ -33,7 +33,7 @@ def lift_gaussians(
     frames: Tensor,  # [T,H,W,3] float32 in [0,1]
     geometry: Geometry,
     *,
-    max_gaussians: int = 1_500_000,
+    max_gaussians: int = 4_000_000,
     footprint_scale: float = 0.7,
     frame_mask: Tensor | None = None,  # [T] bool: frames to lift (default: registered ones)
 ) -> Gaussians:
@@ -56,8 +56,10 @@ def lift_gaussians(
         )
         points = unproject_depth(depth.double(), intrinsics, camera_to_world[t]).float()
         keep = (depth > 0) & (confidence >= MIN_CONFIDENCE) & torch.isfinite(points).all(-1)
-        focal = float(0.5 * (intrinsics[0, 0] + intrinsics[1, 1]))
-        sigma = (footprint_scale * stride / focal) * depth[keep]
+        # `intrinsics` is the coarse grid's (focal / stride): one coarse pixel spans
+        # depth / coarse_focal = stride * depth / focal in the scene.
+        coarse_focal = float(0.5 * (intrinsics[0, 0] + intrinsics[1, 1]))
+        sigma = (footprint_scale / coarse_focal) * depth[keep]
         parts.append(
             (
                 points[keep],

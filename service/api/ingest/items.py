@@ -52,6 +52,6 @@ def build_spec(fields: RequestFields, refs: dict[tuple[str, int], BlobRef], coun
         items.append(ItemSpec(
             id=entry.id, video=refs[("video", index)], geometry=geometry or None,
             prompt=entry.prompt, trajectory=entry.trajectory,
-            options=merge_options(fields.options, entry.options),
+            options=merge_options(fields.options, entry.options), report=entry.report,
         ))  # fmt: skip
     return JobSpec(items=items)

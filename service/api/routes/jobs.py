@@ -1,5 +1,5 @@
-"""``GET /v1/jobs/{id}`` (status, per-item results, progress; ``?wait=`` long-polls) and
-``DELETE /v1/jobs/{id}`` (cancel)."""
+"""``GET /v1/jobs/{id}`` (status, per-item results, progress; ``?wait=`` long-polls),
+``DELETE /v1/jobs/{id}`` (cancel) and ``GET /v1/jobs/{id}/report`` (an item's HTML report)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,44 @@ async def get_job(
     if record is None:
         raise Problem("not-found", f"job {job_id!r} expired")
     return Response(job_view(record, outcomes), media_type="application/json")
+
+
+# The report page is self-contained (inline images, styles and script): forbid everything else.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                               "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "private, max-age=300",
+}
+
+
+@router.get("/{job_id}/report", summary="An item's HTML report",
+            responses={200: {"content": {"text/html": {}}, "description": "The report page."},
+                       401: _problem("Missing or invalid API key."),
+                       404: _problem("No such job, item or report for this API key.")})  # fmt: skip
+async def get_report(
+    job_id: JobId,
+    services: ServicesDep,
+    key_id: ApiKeyDep,
+    item: Annotated[int, Query(ge=0, le=100_000, description="The item's index in the job.")] = 0,
+) -> Response:
+    """Why the item scored as it did: frames beside their held-out re-renders and error maps,
+    the camera path, each term's metrics. Kept only for items submitted with ``"report": true``,
+    as long as the job's results."""
+    from service.jobs.reports import ReportStore
+
+    record, outcomes = await load_job(services, job_id, key_id)
+    if record is None:
+        raise Problem("not-found", f"no job {job_id!r} for this API key (or it expired)")
+    if item >= record.num_items:
+        raise Problem("not-found", f"job {job_id} has {record.num_items} item(s); no item {item}")
+    store = ReportStore(services.settings.resolved_blob_dir())
+    page = await run_in_threadpool(store.read, job_id, item)
+    if page is None:
+        state = "not scored yet" if item not in outcomes else "no report was kept for it"
+        raise Problem("not-found", f"item {item} of job {job_id}: {state} (ask for one with "
+                      "\"report\": true in the item's fields)")  # fmt: skip
+    return Response(page, media_type="text/html; charset=utf-8", headers=REPORT_HEADERS)
 
 
 @router.delete("/{job_id}", responses={**_RESPONSES, 409: _problem("The job already finished or failed.")},
