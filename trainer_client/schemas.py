@@ -86,6 +86,7 @@ class ItemPublic(BaseModel):
     cached: bool = False
     result: RewardResult | None = None
     error: ItemError | None = None
+    report: str | None = Field(None, description="Path of the item's HTML report, when it asked for one.")
 
 
 class Progress(BaseModel):
