@@ -24,6 +24,7 @@ from trainer_client.client import (
     RewardServiceError,
     Scores,
 )
+from trainer_client.flow_grpo import make_reward_fn
 from trainer_client.rewards import RewardBatch, RewardSource, SampleReward
 from trainer_client.schemas import RewardResult, TermResult
 
@@ -41,4 +42,5 @@ __all__ = [
     "SampleReward",
     "Scores",
     "TermResult",
+    "make_reward_fn",
 ]
