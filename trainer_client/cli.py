@@ -57,6 +57,7 @@ def train(
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per reward request
     from trainer_client.trainer.loop import Trainer
 
     try:

@@ -180,7 +180,7 @@ def _keep_report(context: WorkerContext, job_id: str, index: int, item: ItemSpec
 
 def _run_pipeline(context: WorkerContext, job_id: str, index: int, item: ItemSpec):
     store, records = context.store, context.records
-    if item.geometry is None and context.geometry_backend == "oracle":
+    if item.geometry is None and context.geometry_backend == "oracle" and _needs_geometry(context, item):
         from service.pipeline.types import PipelineInputError
 
         raise PipelineInputError("this server's geometry backend is 'oracle': send known geometry "
@@ -204,6 +204,15 @@ def _run_pipeline(context: WorkerContext, job_id: str, index: int, item: ItemSpe
                                       options=item.options, geometry_arrays=geometry,
                                       on_stage=on_stage)  # fmt: skip
     return output
+
+
+def _needs_geometry(context: WorkerContext, item: ItemSpec) -> bool:
+    """Whether any term this item asks for needs step 2 (a quality-only item does not: the
+    pipeline skips geometry then, so an oracle worker can score it without known geometry)."""
+    from service.pipeline.pipeline import GEOMETRY_TERMS
+
+    terms = item.options.terms or context.pipeline.usable_terms()
+    return bool(set(terms) & set(GEOMETRY_TERMS))
 
 
 # -- outcomes (the public item view; see service/api/schemas.py ItemPublic) ------------------

@@ -199,7 +199,19 @@ class RewardConfig(_Section):
     terms: list[str] | None = Field(None, description="Terms in the main phase; None = the source's default (all).")
     weights: dict[str, float] | None = Field(None, description="Term weights for the total; None = defaults.")
     timeout_s: float = Field(1800.0, gt=0, description="Deadline per batch; a late batch is masked, not waited on.")
-    max_workers: int = Field(8, ge=1, description="Batches scored at once (in-process sources).")
+    max_workers: int = Field(
+        8, ge=1, description="Batches scored at once (in-process sources) or in flight to the service (http)."
+    )
+    downsample: bool = Field(
+        True,
+        description="http: sample the service's max_frames and shrink to its long_side before "
+        "uploading (what the service would do; ~17x fewer bytes for 81 frames at 480x832).",
+    )
+    options: dict[str, int] | None = Field(
+        None,
+        description="http: ScoreOptions sent with every request, e.g. {long_side: 448, max_frames: 16, "
+        "frame_stride: 1}; unset = the service's settings.",
+    )
     latency_s: float = Field(0.0, ge=0, description="Simulated compute time per batch (in-process, benchmarks).")
     max_failed_steps: int = Field(
         5, ge=1, description="Stop with an error after this many consecutive steps where every reward failed."

@@ -118,15 +118,24 @@ def build_reward_source(config: RewardConfig) -> RewardSource:
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"reward.function {config.function!r} cannot be imported: {exc}") from None
         return InProcessRewardSource(function, max_workers=config.max_workers, latency_s=config.latency_s)
-    try:
-        from trainer_client import RewardClient  # the HTTP SDK
-    except ImportError:
-        raise RuntimeError(
-            "reward.source 'http' needs trainer_client.RewardClient (the HTTP SDK), which this build does "
-            "not include; use reward.source 'python' or 'brightness'"
-        ) from None
+    from trainer_client.client import RequestRejected, RewardClient  # the HTTP SDK
+
     api_key = config.api_key or os.environ.get("REWARD3D_API_KEY")
-    return ResultsRewardSource(RewardClient(config.url, api_key=api_key))
+    client = RewardClient(
+        config.url, api_key=api_key, deadline_s=config.timeout_s, downsample=config.downsample,
+        options=config.options, max_in_flight=config.max_workers,
+    )  # fmt: skip
+    # One request now, so a wrong key or URL path stops the run before the model loads. A
+    # service that is not up yet is not an error: its batches are masked until it answers.
+    try:
+        client.info(deadline_s=10.0, retry=False)
+    except RequestRejected as exc:
+        client.close()
+        raise ValueError(f"the reward service at {config.url} refused the trainer: {exc}") from None
+    except Exception as exc:
+        log.warning("reward service at %s not reachable yet (%s: %s); batches are masked until it answers",
+                    config.url, type(exc).__name__, exc)  # fmt: skip
+    return ResultsRewardSource(client)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -237,7 +246,9 @@ class Trainer:
             step, prompts_per_rank=grpo.prompts_per_step, group_size=grpo.group_size, rank=self.rank, world_size=self.world_size
         )
         terms = config.dynamic.terms if phase == "dynamic" else config.reward.terms
-        weights = None if phase == "dynamic" else config.reward.weights
+        # the dynamic phase's terms count with weight 1 (the service's default weight for
+        # `quality` is 0: with weights=None its total would be null and every sample masked)
+        weights = {name: 1.0 for name in terms} if phase == "dynamic" else config.reward.weights
         selector = torch.Generator().manual_seed(derive_seed(config.run.seed, "train-steps", step))
         train_steps = choose_train_steps(
             self.schedule.num_steps, config.num_train_timesteps, selection=grpo.timestep_selection, generator=selector
