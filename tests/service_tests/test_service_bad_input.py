@@ -227,3 +227,20 @@ def test_limits_answer_429_with_retry_after_and_valid_requests_still_work(server
         assert full.status_code == 429 and full.json()["code"] == "queue-full"
         assert int(full.headers["Retry-After"]) >= 1
         assert client.get("/healthz").status_code == 200
+
+
+def test_video_file_on_an_api_without_pyav_is_a_415_not_a_500(monkeypatch, tmp_path):
+    # The slim API image may be built without PyAV; encoded files must then be refused clearly.
+    import sys
+
+    from service.api.errors import Problem
+    from service.api.ingest.tensors import Limits
+    from service.api.ingest.video_files import probe_video
+
+    monkeypatch.setitem(sys.modules, "av", None)  # `import av` now raises ImportError
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(Problem) as raised:
+        probe_video(path, Limits(max_items=1, max_frames=64, max_side=512, max_body_bytes=1 << 20), "video[0]")
+    assert raised.value.code == "unsupported-media-type" and raised.value.status == 415
+    assert "PyAV" in raised.value.detail

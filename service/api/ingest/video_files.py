@@ -24,8 +24,12 @@ def file_suffix(filename: str | None, format_name: str | None = None) -> str:
 
 def probe_video(path: Path, limits: Limits, where: str) -> int:
     """Frames in the file's first video stream; 422 if it is not a video or out of limits."""
-    import av
-
+    try:
+        import av
+    except ImportError:  # an API image built without PyAV: tensors still work, say so
+        raise Problem("unsupported-media-type", f"{where}: this API cannot read encoded video "
+                      "files (PyAV is not installed); send raw tensors (binary, .npy, "
+                      "safetensors) instead") from None  # fmt: skip
     try:
         container = av.open(str(path))
     except Exception:
