@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -148,6 +148,18 @@ class Settings(BaseSettings):
     blob_dir: Path | None = Field(
         None, description="Blob store directory shared by API and workers (default data_dir/blobs)."
     )
+    blob_store: Literal["directory", "s3"] = Field(
+        "directory",
+        description="Where uploads and report pages live: 'directory' (blob_dir, shared by API and "
+        "workers) or 's3' (an S3-compatible bucket; blob_dir is then a local cache).",
+    )
+    s3_bucket: str | None = Field(None, description="Bucket of the s3 blob store.")
+    s3_prefix: str = Field("reward3d", description="Key prefix in the bucket.")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph...); unset for AWS. Credentials: "
+        "boto3's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile, pod role).",
+    )  # fmt: skip
+    s3_region: str | None = Field(None, description="Region of the bucket (AWS).")
     queue_name: str = Field("reward3d", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     host: str = Field("127.0.0.1", description="`reward3d serve` bind address.")
     port: int = Field(8000, ge=0, le=65535)
@@ -184,6 +196,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> "Settings":
+        if self.blob_store == "s3" and not self.s3_bucket:
+            raise ValueError("blob_store is 's3': set REWARD3D_S3_BUCKET")
+        return self
 
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"

@@ -8,8 +8,8 @@ little-endian, row-major bytes) whose header we write ourselves, canonically: th
 always has the same bytes, hence the same sha256, whichever wire format brought it. Workers
 memory-map it (no copy). An encoded video (multipart upload) is stored as the file it was.
 
-``DirectoryBlobStore`` is the default (a local or shared directory). Anything with the same
-methods (an S3-compatible store, for instance) can replace it; see docs/service.md.
+``DirectoryBlobStore`` is the default (a local or shared directory); ``S3BlobStore`` keeps the
+blobs in an S3-compatible bucket (``REWARD3D_BLOB_STORE=s3``), with a local cache.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class BlobWriter:
             os.utime(final)
         else:
             os.replace(self._temp, final)  # atomic: readers never see a partial blob
+        self.store.publish(ref, final)
         return ref
 
     def abort(self) -> None:
@@ -141,6 +142,9 @@ class DirectoryBlobStore:
                              expected_nbytes=array.nbytes)  # fmt: skip
         writer.write(memoryview(array.reshape(-1)).cast("B"))
         return writer.commit()
+
+    def publish(self, ref: BlobRef, path: Path) -> None:
+        """Make a committed blob visible to the workers (here it already is: a shared directory)."""
 
     # -- reading ----------------------------------------------------------------------------
     def path(self, ref: BlobRef) -> Path:
@@ -192,6 +196,82 @@ class DirectoryBlobStore:
         return removed
 
 
+class S3BlobStore(DirectoryBlobStore):
+    """Blobs in an S3-compatible bucket, for API and workers that share no directory.
+
+    The local directory (``blob_dir``) is only a cache: uploads are hashed into it as with the
+    directory store, then copied to ``<prefix>/blobs/<sha256><ext>``; a worker that does not have
+    a blob fetches it once and memory-maps its local copy. The bucket is the truth for existence
+    and age; the janitor expires both, by the same rules as the directory store.
+    """
+
+    # Local copies are pruned at most this often, by each process that holds a store (the
+    # fleet-wide janitor runs on one machine and cannot reach the others' caches).
+    CACHE_PRUNE_PERIOD_S = 60.0
+
+    def __init__(self, cache_dir: str | Path, objects, *, cache_ttl_s: float = 3_600) -> None:
+        super().__init__(cache_dir)
+        self.objects = objects  # object_storage.S3Objects
+        self.cache_ttl_s = cache_ttl_s
+        self._pruned_at = 0.0
+
+    def _prune_cache(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at >= self.CACHE_PRUNE_PERIOD_S:
+            self._pruned_at = now
+            # A copy deleted under a reader is harmless: mmaps survive unlink, and the next
+            # reader downloads it again.
+            DirectoryBlobStore.collect_garbage(self, older_than_s=self.cache_ttl_s, keep=set())
+
+    def _name(self, ref: BlobRef) -> str:
+        return self.path(ref).name
+
+    def publish(self, ref: BlobRef, path: Path) -> None:
+        self._prune_cache()
+        if self.objects.exists(self._name(ref)):
+            self.objects.refresh(self._name(ref))  # same content uploaded before: renew its age
+        else:
+            self.objects.put_file(self._name(ref), path)
+
+    def exists(self, ref: BlobRef) -> bool:
+        return self.objects.exists(self._name(ref))
+
+    def local_path(self, ref: BlobRef) -> Path:
+        from service.jobs.object_storage import ObjectMissingError
+
+        self._prune_cache()
+        path = self.path(ref)
+        if not path.is_file():
+            try:
+                self.objects.download(self._name(ref), path)
+            except ObjectMissingError:
+                raise BlobMissingError(f"input {ref.sha256[:12]} is no longer stored (expired?)") from None
+        return path
+
+    def touch(self, ref: BlobRef) -> None:
+        super().touch(ref)
+        try:
+            self.objects.refresh(self._name(ref))
+        except Exception:  # best effort, as for the directory store: a missing blob stays missing
+            pass
+
+    def collect_garbage(self, *, older_than_s: float, keep: set[str]) -> int:
+        """Expire bucket objects (the count returned) and this machine's cached copies."""
+        super().collect_garbage(older_than_s=min(older_than_s, self.cache_ttl_s), keep=keep)
+        cutoff = time.time() - older_than_s
+        stale = [self.objects.name_of(entry.key) for entry in self.objects.list()
+                 if entry.last_modified.timestamp() < cutoff
+                 and self.objects.name_of(entry.key).split(".", 1)[0] not in keep]  # fmt: skip
+        self.objects.delete(stale)
+        return len(stale)
+
+
 def open_blob_store(settings) -> DirectoryBlobStore:
-    """The store named by the settings (a directory; see docs/service.md to plug another)."""
+    """The store named by ``settings.blob_store``: a (shared) directory, or an S3 bucket with
+    ``blob_dir`` as this machine's cache."""
+    if settings.blob_store == "s3":
+        from service.jobs.object_storage import open_s3_objects
+
+        return S3BlobStore(settings.resolved_blob_dir(), open_s3_objects(settings, under="blobs"),
+                           cache_ttl_s=settings.blob_ttl_s)  # fmt: skip
     return DirectoryBlobStore(settings.resolved_blob_dir())

@@ -165,13 +165,13 @@ def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) 
 def _keep_report(context: WorkerContext, job_id: str, index: int, item: ItemSpec, output) -> str | None:
     """Draw the item's HTML report while its renders are in memory; its URL path, or None if
     it could not be drawn (the score stands either way)."""
-    from service.jobs.reports import ReportStore
+    from service.jobs.reports import open_report_store
     from service.report import video_page
 
     try:
         html = video_page(output.result, output=output, name=item.id or f"item {index}",
                           prompt=item.prompt)  # fmt: skip
-        ReportStore(context.settings.resolved_blob_dir()).write(job_id, index, html)
+        open_report_store(context.settings).write(job_id, index, html)
     except Exception:  # noqa: BLE001
         log.exception("job %s item %d: the report page could not be drawn", job_id, index)
         return None

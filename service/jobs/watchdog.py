@@ -167,8 +167,7 @@ def collect_blobs(connection, records: JobRecords, store, settings, report: Swee
         if record is not None:
             keep |= record.spec().blob_digests()
     report.blobs_removed = store.collect_garbage(older_than_s=settings.blob_ttl_s, keep=keep)
-    from service.jobs.reports import ReportStore
+    from service.jobs.reports import open_report_store
 
     unfinished = {job_id for job_id, _ in records.unfinished_ids()}
-    ReportStore(settings.resolved_blob_dir()).collect_garbage(older_than_s=settings.result_ttl_s,
-                                                              keep=unfinished)  # fmt: skip
+    open_report_store(settings).collect_garbage(older_than_s=settings.result_ttl_s, keep=unfinished)

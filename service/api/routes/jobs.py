@@ -68,14 +68,14 @@ async def get_report(
     """Why the item scored as it did: frames beside their held-out re-renders and error maps,
     the camera path, each term's metrics. Kept only for items submitted with ``"report": true``,
     as long as the job's results."""
-    from service.jobs.reports import ReportStore
+    from service.jobs.reports import open_report_store
 
     record, outcomes = await load_job(services, job_id, key_id)
     if record is None:
         raise Problem("not-found", f"no job {job_id!r} for this API key (or it expired)")
     if item >= record.num_items:
         raise Problem("not-found", f"job {job_id} has {record.num_items} item(s); no item {item}")
-    store = ReportStore(services.settings.resolved_blob_dir())
+    store = open_report_store(services.settings)
     page = await run_in_threadpool(store.read, job_id, item)
     if page is None:
         state = "not scored yet" if item not in outcomes else "no report was kept for it"

@@ -1,0 +1,120 @@
+"""The s3 blob store: API and worker that share no directory, talking to an S3-compatible
+endpoint over HTTP (moto's standalone server speaks the S3 REST protocol; no MinIO binary can be
+installed here). The same code talks to AWS, MinIO or Ceph through boto3."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import numpy as np
+import pytest
+
+from service.api.encode import encode_binary
+from service.jobs.blobs import BlobMissingError, S3BlobStore, open_blob_store
+from service.jobs.object_storage import S3Objects
+
+from .conftest import ApiServer, WorkerProcess, auth, body_bytes, clip_arrays, make_settings
+
+BUCKET = "reward3d-test"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = dict(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    # boto3's credential chain (the worker process inherits these through worker_env).
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+
+def objects(endpoint: str, prefix: str) -> S3Objects:
+    return S3Objects(bucket=BUCKET, prefix=prefix, endpoint_url=endpoint, region="us-east-1")
+
+
+def test_a_blob_written_on_one_machine_is_read_on_another(s3_endpoint, aws_env, tmp_path):
+    api = S3BlobStore(tmp_path / "api", objects(s3_endpoint, "t1/blobs"))
+    worker = S3BlobStore(tmp_path / "worker", objects(s3_endpoint, "t1/blobs"))
+    array = np.random.default_rng(0).integers(0, 256, size=(4, 24, 32, 3), dtype=np.uint8)
+    ref = api.put_array(array)
+
+    assert not worker.path(ref).exists() and worker.exists(ref)
+    loaded = worker.load_array(ref)  # downloaded once into the worker's cache, then mmapped
+    assert worker.path(ref).is_file()
+    np.testing.assert_array_equal(loaded, array)
+    assert api.put_array(array) == ref  # same content: same key, one object
+
+    objects(s3_endpoint, "t1/blobs").delete([worker.path(ref).name])
+    fresh = S3BlobStore(tmp_path / "third", objects(s3_endpoint, "t1/blobs"))
+    assert not fresh.exists(ref)
+    with pytest.raises(BlobMissingError):
+        fresh.load_array(ref)
+
+
+def test_janitor_expires_bucket_objects_but_keeps_inputs_of_unfinished_jobs(s3_endpoint, aws_env, tmp_path):
+    store = S3BlobStore(tmp_path / "cache", objects(s3_endpoint, "t2/blobs"))
+    used = store.put_array(np.zeros((2, 8, 8, 3), np.uint8))
+    stale = store.put_array(np.ones((2, 8, 8, 3), np.uint8))
+    assert store.collect_garbage(older_than_s=3600, keep=set()) == 0  # all fresh
+    assert store.collect_garbage(older_than_s=-1, keep={used.sha256}) == 1
+    assert store.exists(used) and not store.exists(stale)
+    assert not store.path(stale).exists()  # the local copy went too
+
+
+def test_settings_choose_the_store_and_a_bucket_is_required(tmp_path):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="REWARD3D_S3_BUCKET"):
+        Settings(blob_store="s3")
+    assert type(open_blob_store(Settings(blob_dir=tmp_path))).__name__ == "DirectoryBlobStore"
+
+
+def test_service_with_s3_and_no_shared_directory(s3_endpoint, aws_env, redis_url, fresh_redis, tmp_path):
+    """Upload -> bucket -> worker on "another machine" (its own cache dir) -> result and report
+    page, which the API reads back from the bucket."""
+    s3 = dict(blob_store="s3", s3_bucket=BUCKET, s3_prefix="t3", s3_endpoint_url=s3_endpoint,
+              s3_region="us-east-1")  # fmt: skip
+    api_settings = make_settings(redis_url, tmp_path / "api", **s3)
+    worker_settings = make_settings(redis_url, tmp_path / "worker", **s3)
+    assert api_settings.resolved_blob_dir() != worker_settings.resolved_blob_dir()
+    server = ApiServer(api_settings).start()
+    worker = WorkerProcess(worker_settings, tmp_path / "worker.log").start().wait_warm(fresh_redis)
+    try:
+        video, geometry = clip_arrays("orbit", 6, 36, 64, seed=7)
+        headers, parts = encode_binary([video], geometry=[geometry], options={"long_side": 64},
+                                       items=[{"id": "v0", "report": True}])  # fmt: skip
+        with httpx.Client(base_url=server.url, headers=auth(), timeout=120) as client:
+            response = client.post("/v1/score?wait=90", headers=headers, content=body_bytes(parts))
+            assert response.status_code == 200, response.text
+            job = response.json()
+            item = job["items"][0]
+            assert job["status"] == "finished" and item["status"] == "ok", json.dumps(job)[:500]
+            assert np.isfinite(item["result"]["total"])
+            # The worker fetched the video from the bucket into its own cache...
+            worker_cache = list((tmp_path / "worker" / "blobs").glob("??/*.npy"))
+            assert worker_cache, "the worker read no blob from the bucket"
+            # ...and its report page reached the API through the bucket.
+            page = client.get(item["report"])
+            assert page.status_code == 200 and page.text.lstrip().lower().startswith("<!doctype html")
+            assert not (tmp_path / "api" / "blobs" / "reports").exists()
+    finally:
+        worker.stop()
+        server.stop()
