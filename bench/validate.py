@@ -12,7 +12,9 @@ The trajectory term needs a requested path. ``--target self`` (default) asks for
 classical backend estimates on the *clean* clip, as explicit poses: as if the prompt had
 described exactly the motion the footage has (when at least half of its frames registered;
 otherwise that clip is scored on reconstruction alone). ``--target prompt`` uses
-``--prompt CLIP=TEXT`` camera words; ``--target none`` scores reconstruction alone.
+``--prompt CLIP=TEXT`` camera words; ``--target none`` scores reconstruction alone;
+``--target smoothness`` requests no path and scores the estimated path's smoothness
+(``trajectory_without_target = "smoothness"``).
 
 Printed: a table (clip x family x severity -> total and each term, with PSNR, coverage and
 registered frames), Spearman's rho of total vs. severity per family (clean = 0, so 4 points),
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=16)
     parser.add_argument("--long-side", type=int, default=448)
     parser.add_argument("--geometry", default="classical")
-    parser.add_argument("--target", choices=["self", "prompt", "none"], default="self")
+    parser.add_argument("--target", choices=["self", "prompt", "none", "smoothness"], default="self")
     parser.add_argument("--prompt", action="append", default=[], help="CLIPNAME=camera words")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", type=Path, default=Path("bench/validation.png"))
@@ -195,7 +197,8 @@ def main() -> None:
         parser.error(f"unknown families {unknown}; known: {list(FAMILIES)}")
     torch.set_num_threads(1)
     start = time.perf_counter()
-    pipeline = RewardPipeline(Settings(geometry_backend=args.geometry))
+    without_target = "smoothness" if args.target == "smoothness" else "not_applicable"
+    pipeline = RewardPipeline(Settings(geometry_backend=args.geometry, trajectory_without_target=without_target))
     results = [validate_clip(clip, args, pipeline) for clip in args.clips]
 
     print(f"\nterms: reconstruction + trajectory (target: {args.target}); geometry {args.geometry}; "

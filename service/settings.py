@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # --- 6. combine ------------------------------------------------------------------------
     weight_reconstruction: float = Field(1.0, ge=0)
     weight_trajectory: float = Field(1.0, ge=0)
+    trajectory_without_target: Literal["not_applicable", "smoothness"] = Field(
+        "not_applicable",
+        description="When a video asks for no camera path: leave the trajectory term out of the "
+        "total, or score the smoothness of the estimated path (catches shuffled and jittered "
+        "frames; recommended for RL on prompts without camera words).",
+    )
     weight_plausibility: float = Field(1.0, ge=0)
     weight_quality: float = Field(0.0, ge=0)
 

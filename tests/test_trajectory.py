@@ -7,7 +7,12 @@ import torch
 from pydantic import ValidationError
 
 from service.pipeline.terms.camera_words import MOTIONS, parse_camera_words, plan_to_path
-from service.pipeline.terms.trajectory import target_from_request, trajectory_term
+from service.pipeline.terms.trajectory import (
+    path_roughness,
+    smoothness_term,
+    target_from_request,
+    trajectory_term,
+)
 from service.pipeline.transforms import (
     axis_angle_to_matrix,
     invert_rigid,
@@ -181,3 +186,70 @@ def test_too_few_registered_frames_score_zero_with_a_reason():
     term = trajectory_term(geometry, target_from_request(prompt="Camera push in.", trajectory=None, times=TIMES))
     assert term.status == TermStatus.OK and term.score == 0.0
     assert "3 of 12" in term.reason
+
+
+# --- path smoothness (no requested path) -------------------------------------------------------
+
+
+def orbit_path(count: int = 16, degrees: float = 40.0) -> torch.Tensor:
+    """A camera on a circle of radius 3 around the origin, looking at it: [count,4,4] c2w."""
+    poses = []
+    for angle in torch.linspace(0, math.radians(degrees), count, dtype=torch.float64):
+        rotation = rotation_about_y(angle)
+        centre = rotation @ torch.tensor([0.0, 0.0, -3.0], dtype=torch.float64)
+        poses.append(make_rigid(rotation, centre))
+    return torch.stack(poses)
+
+
+def test_a_smooth_path_is_smooth_and_a_shuffled_one_is_not():
+    orbit = orbit_path()
+    smooth = max(path_roughness(orbit, 3.0))
+    shuffled = max(path_roughness(orbit[torch.randperm(16, generator=torch.Generator().manual_seed(0))], 3.0))
+    assert smooth < 0.05 < 0.5 < shuffled
+    # dropping a block of frames makes one step larger: rougher than smooth, smoother than shuffled
+    dropped = max(path_roughness(torch.cat([orbit[:5], orbit[10:]]), 3.0))
+    assert smooth < dropped < shuffled
+
+
+def test_roughness_is_scale_free_and_a_still_camera_is_smooth():
+    orbit = orbit_path()
+    scaled = orbit.clone()
+    scaled[:, :3, 3] *= 7.0
+    assert path_roughness(scaled, 21.0) == pytest.approx(path_roughness(orbit, 3.0), abs=1e-9)
+    # a still camera: pose noise 100x below the per-step floor reads as smooth, not as zig-zag
+    noise = torch.Generator().manual_seed(1)
+    still = torch.eye(4, dtype=torch.float64).repeat(16, 1, 1)
+    still[:, :3, 3] = 2e-5 * torch.randn(16, 3, generator=noise, dtype=torch.float64)
+    still[:, :3, :3] = axis_angle_to_matrix(2e-5 * torch.randn(16, 3, generator=noise, dtype=torch.float64))
+    assert max(path_roughness(still, 1.0)) < 0.1
+
+
+def test_smoothness_term_scores_the_clean_order_above_a_shuffle():
+    orbit = orbit_path()
+    clean = smoothness_term(geometry_from_path(orbit))
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    shuffled = smoothness_term(geometry_from_path(orbit[order]))
+    assert clean.status == TermStatus.OK and clean.score > 0.95
+    assert shuffled.score < 0.1 and "zig-zags" in shuffled.reason
+    assert clean.metrics["target_source"] == "none"
+
+
+def test_smoothness_is_opt_in_and_off_means_not_applicable():
+    import numpy as np
+
+    from service.pipeline import RewardPipeline
+    from service.settings import Settings
+    from service.synthetic import make_clip
+
+    clip = make_clip("orbit", 8, 36, 64, supersample=1)
+    arrays = clip.geometry_arrays()
+    order = np.array([0, 5, 2, 7, 1, 6, 3, 4])
+    shuffled = {k: v[order] for k, v in arrays.items()}
+    default = RewardPipeline(Settings(geometry_backend="oracle", long_side=64, num_threads=1))
+    assert default(clip.frames, geometry_arrays=arrays).terms["trajectory"].status == TermStatus.NOT_APPLICABLE
+    smooth = RewardPipeline(Settings(geometry_backend="oracle", long_side=64, num_threads=1,
+                                     trajectory_without_target="smoothness"))  # fmt: skip
+    clean_term = smooth(clip.frames, geometry_arrays=arrays).terms["trajectory"]
+    shuffled_term = smooth(clip.frames[order], geometry_arrays=shuffled).terms["trajectory"]
+    assert clean_term.status == TermStatus.OK and clean_term.score > 0.9
+    assert shuffled_term.score < 0.5 * clean_term.score

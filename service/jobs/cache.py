@@ -19,6 +19,7 @@ SERVICE_FIELDS = frozenset({
     "max_inflight_per_key", "max_wait_s", "job_retries", "retry_backoff_s", "item_time_limit_s",
     "heartbeat_interval_s", "heartbeat_ttl_s", "watchdog_interval_s", "result_ttl_s",
     "cache_ttl_s", "blob_ttl_s", "idempotency_ttl_s",
+    "blob_store", "s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region",
 })  # fmt: skip
 
 

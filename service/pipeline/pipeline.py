@@ -29,6 +29,7 @@ from service.pipeline.terms.reconstruction import reconstruction_term
 from service.pipeline.terms.trajectory import (
     TargetPath,
     not_applicable,
+    smoothness_term,
     target_from_request,
     trajectory_term,
 )
@@ -204,11 +205,14 @@ class RewardPipeline:
     def _term(self, name, clip, geometry, geometry_error, held_out, gaussians, target, prompt,
               extras) -> TermResult:  # fmt: skip
         needs_geometry = name in GEOMETRY_TERMS
-        if name == "trajectory" and target is None:
+        no_path = name == "trajectory" and target is None
+        if no_path and self.settings.trajectory_without_target == "not_applicable":
             return not_applicable()
         if needs_geometry and geometry is None:
             return TermResult(status=TermStatus.FAILED,
                               reason=f"geometry could not be estimated: {geometry_error}")
+        if no_path:
+            return smoothness_term(geometry)
         if name == "reconstruction":
             return reconstruction_term(clip.frames, geometry, held_out, lpips=self._lpips())
         if name == "trajectory":

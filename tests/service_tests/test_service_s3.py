@@ -87,6 +87,18 @@ def test_settings_choose_the_store_and_a_bucket_is_required(tmp_path):
     assert type(open_blob_store(Settings(blob_dir=tmp_path))).__name__ == "DirectoryBlobStore"
 
 
+def test_where_blobs_live_does_not_change_the_scorer_fingerprint_but_scoring_modes_do(tmp_path):
+    from service.jobs.cache import scorer_fingerprint
+    from service.settings import Settings
+
+    def fingerprint(**values):
+        return scorer_fingerprint(Settings(blob_dir=tmp_path, **values), versions={}, device_type="cpu")
+
+    s3 = fingerprint(blob_store="s3", s3_bucket="b", s3_endpoint_url="http://minio:9000")
+    assert s3 == fingerprint()
+    assert fingerprint(trajectory_without_target="smoothness") != fingerprint()
+
+
 def test_service_with_s3_and_no_shared_directory(s3_endpoint, aws_env, redis_url, fresh_redis, tmp_path):
     """Upload -> bucket -> worker on "another machine" (its own cache dir) -> result and report
     page, which the API reads back from the bucket."""
