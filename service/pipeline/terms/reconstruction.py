@@ -139,9 +139,10 @@ def reconstruction_term(
     weak = sum(e < 0.5 for e in evidences)
     if weak:
         note = (
-            f"{weak} of {evaluated} evaluated frames see too little parallax (median "
-            f"{_median(parallaxes):.2g} px, full credit at {parallax_full_px:.3g} px): the camera "
-            "barely translates, so depth is unobservable and those frames are not 3D evidence"
+            f"{weak} of {evaluated} evaluated frames see too little parallax (under half of the "
+            f"{parallax_full_px:.3g} px that earn full credit; median over all frames "
+            f"{_median(parallaxes):.2g} px): the camera barely translates there, so depth is "
+            "unobservable and those frames are not 3D evidence"
         )
         reason = f"{reason}; {note}" if reason else note
     return TermResult(score=min(1.0, max(0.0, score)), status=TermStatus.OK, reason=reason,
