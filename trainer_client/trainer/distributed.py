@@ -119,10 +119,16 @@ def wrap_denoiser(transformer: torch.nn.Module, context: DistContext, *, device:
     if context.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
+        import inspect
+
+        # buffers (rotary tables) are the same on every rank: synced once at init, not per forward
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
         wrapped = DistributedDataParallel(
-            transformer,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # frozen buffers are identical on every rank
+            transformer, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync
         )
         wrapped.register_comm_hook(context.comm_timer, _timed_allreduce_hook)
         return wrapped
@@ -136,7 +142,7 @@ def wrap_denoiser(transformer: torch.nn.Module, context: DistContext, *, device:
     return transformer
 
 
-def _timed_allreduce_hook(timer: CommTimer, bucket) -> torch.futures.Future[Tensor]:
+def _timed_allreduce_hook(timer: CommTimer, bucket):  # -> torch.futures.Future[Tensor] (DDP rejects a string annotation)
     """DDP's default all-reduce (sum, then divide by world size), with its duration recorded."""
     start = time.perf_counter()
     tensor = bucket.buffer().div_(dist.get_world_size())
