@@ -50,6 +50,7 @@ __all__ = [
     "all_gather_objects",
     "gradient_sync",
     "CommTimer",
+    "local_parameter_fraction",
 ]
 
 
@@ -104,8 +105,22 @@ def init_from_env(settings: DistributedConfig, device_name: str) -> tuple[DistCo
         device = torch.device("cpu")
     backend = settings.backend if settings.backend != "auto" else ("nccl" if device.type == "cuda" else "gloo")
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(seconds=settings.timeout_s))
+        timeout = timedelta(seconds=settings.timeout_s)
+        dist.init_process_group(backend, store=_round_store(rank, world, timeout), rank=rank, world_size=world, timeout=timeout)
     return DistContext(rank, world, local, backend, settings.strategy), device
+
+
+def _round_store(rank: int, world: int, timeout: timedelta) -> dist.Store:
+    """The rendezvous store torchrun set up (MASTER_ADDR/PORT), under a prefix per restart
+    round. When torchrun restarts workers (--max-restarts) the store keeps the previous round's
+    keys, and gloo's connection setup then read the dead processes' addresses (seen with torch
+    2.13: "connectFullMesh failed ... Connection refused"); a fresh prefix per round avoids it."""
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+        is_master=not agent_hosts_it and rank == 0, timeout=timeout,
+    )  # fmt: skip
+    return dist.PrefixStore(f"reward3d/round{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 # --- wrapping the transformer ------------------------------------------------------------------
@@ -132,7 +147,12 @@ def wrap_denoiser(transformer: torch.nn.Module, context: DistContext, *, device:
         )
         wrapped.register_comm_hook(context.comm_timer, _timed_allreduce_hook)
         return wrapped
+    import warnings
+
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    # diffusers returns its output through a reshape (a view); we never modify it in place
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
     # bf16 base weights + fp32 LoRA in one block: compute in the model dtype, reduce in fp32
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype != torch.float32 else MixedPrecisionPolicy()
@@ -140,6 +160,14 @@ def wrap_denoiser(transformer: torch.nn.Module, context: DistContext, *, device:
         fully_shard(block, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(transformer, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     return transformer
+
+
+def local_parameter_fraction(module: torch.nn.Module) -> float:
+    """Share of the module's parameter elements stored on this rank (1 unsharded, ~1/N with FSDP)."""
+    from torch.distributed.tensor import DTensor
+
+    local = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in module.parameters())
+    return local / max(1, sum(p.numel() for p in module.parameters()))
 
 
 def _timed_allreduce_hook(timer: CommTimer, bucket):  # -> torch.futures.Future[Tensor] (DDP rejects a string annotation)

@@ -64,6 +64,7 @@ from trainer_client.trainer.distributed import (
     full_tensor,
     gradient_sync,
     init_from_env,
+    local_parameter_fraction,
     lora_digest,
     wrap_denoiser,
 )
@@ -255,6 +256,7 @@ class Trainer:
                 reshard_after_forward=config.distributed.reshard_after_forward,
             )  # fmt: skip
             self.policy.collect_lora()
+            self._local_fraction = local_parameter_fraction(self.policy.transformer)
         self.schedule = make_schedule(self.policy.scheduler, config.sampling.num_steps, self.device)
         sampling = config.sampling
         self.latent_shape = self.policy.latent_shape(sampling.num_frames, sampling.height, sampling.width)
@@ -456,6 +458,7 @@ class Trainer:
             metrics["time/sync_wait_s"] = slowest["sync_wait_s"]
             metrics["time/allreduce_s"] = slowest["allreduce_s"]
             metrics["dist/world_size"] = float(self.world_size)
+            metrics["dist/local_param_fraction"] = self._local_fraction  # FSDP: ~1/world of the transformer
         if self.is_main_process:
             self._write_step_files(step, ranks, digests)
         self.logger.log(step, metrics)
