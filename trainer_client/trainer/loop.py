@@ -498,7 +498,8 @@ class Trainer:
             for r in ranks:  # attach each sample's reward, in the order it was generated
                 flat = [s for b in r.results for s in b.samples]
                 for record, reward in zip(r.samples, flat):
-                    by_id[record["id"]] = {**record, "ok": reward.ok, "total": reward.total, "error": reward.error}
+                    by_id[record["id"]] = {**record, "ok": reward.ok, "total": reward.total, "terms": reward.terms,
+                                           "error": reward.error}  # fmt: skip
             with open(out / "samples.jsonl", "a", encoding="utf-8") as handle:
                 for record in by_id.values():
                     handle.write(json.dumps(record) + "\n")
