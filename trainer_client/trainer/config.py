@@ -250,7 +250,7 @@ class DistributedConfig(_Section):
         True, description="fsdp: free the gathered block weights after each forward (less memory, more traffic)."
     )
     check_sync_every: int = Field(
-        1, ge=0,
+        10, ge=0,
         description="Every N steps, hash the LoRA weights on every rank and stop with an error if they differ "
         "(0 = never). Rank 0 writes the hashes to lora_digests.jsonl.",
     )  # fmt: skip
