@@ -3,11 +3,12 @@ random Wan 2.1: DDP vs one process with the same global batch, kill-and-resume, 
 
 Every run uses the TEST-ONLY brightness reward with failures placed by prompt
 (tests/distributed_rewards.py): a partly masked group on rank 0, a rank whose whole step is
-masked (it must still take part in the update with weight 0), and a group below the minimum of
-ok samples, so the global normaliser is exercised, not just the easy path.
+masked (it must still take part in the update with weight 0), a group below the minimum of ok
+samples, and a batch on one rank that outlives its deadline (masked; the other rank waits no
+longer than that deadline), so the global normaliser is exercised, not just the easy path.
 
-Three torchrun launches (one of them restarts its workers once) and one in-process run:
-about 100 s on 2 cores."""
+Three torchrun launches (two of them restart their workers once) and one in-process run:
+about 125 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -27,14 +28,16 @@ from safetensors.torch import load_file
 from trainer_client.trainer.config import load_config
 from trainer_client.trainer.loop import Trainer
 from trainer_client.trainer.prompts import PromptSampler, load_prompt_set
+from trainer_client.trainer.throughput import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny_cpu.yaml"
 STEPS = 4
+DEADLINE_S, SLOW_S = 2.0, 4.0  # reward.timeout_s, and the one slow batch's scoring time
 COMMON = [
     "logging.progress=false", "logging.tensorboard=false", "reward.source=python",
     "reward.function=tests.distributed_rewards:flaky_brightness", "run.save_every=2", "run.resume=latest",
-    f"run.max_steps={STEPS}", "dynamic.enabled=false",
+    f"run.max_steps={STEPS}", "dynamic.enabled=false", f"reward.timeout_s={DEADLINE_S}",
 ]  # fmt: skip
 PER_RANK = ["grpo.prompts_per_step=1"]
 TOLERANCE = 1e-4  # between runs whose gradients are summed in a different order (see below)  # x 2 ranks = the single process's 2 prompts per step
@@ -48,8 +51,13 @@ def failures(tmp_path_factory):
     def prompt(step, rank):
         return sampler.draw(step, prompts_per_rank=1, group_size=8, rank=rank, world_size=2).prompts[0]
 
-    spec = {prompt(0, 0): 2, prompt(1, 1): 8, prompt(2, 0): 7}  # partial, whole rank, group below min_ok
-    assert len(spec) == 3
+    spec = {
+        prompt(0, 0): {"fail": 2},  # a partly masked group
+        prompt(1, 1): {"fail": 8},  # all of a rank's samples
+        prompt(2, 0): {"fail": 7},  # a group left below min_ok_per_group
+        prompt(3, 1): {"sleep": SLOW_S},  # a batch past its deadline on one rank
+    }
+    assert len(spec) == 4
     path = tmp_path_factory.mktemp("failures") / "failures.json"
     path.write_text(json.dumps(spec))
     return path
@@ -149,7 +157,13 @@ def test_two_ranks_stay_identical_and_equal_one_process(ddp_run, failures, tmp_p
     assert logged[0]["reward/ok_fraction"] == pytest.approx(14 / 16) and logged[0]["update/samples"] == 14
     assert logged[1]["reward/ok_fraction"] == pytest.approx(8 / 16) and logged[1]["update/samples"] == 8
     assert logged[2]["update/samples"] == 8 and logged[2]["advantage/groups_used"] == 1
-    assert logged[3]["update/samples"] == 16 and logged[0]["dist/world_size"] == 2
+    assert logged[3]["update/samples"] == 8 and logged[0]["dist/world_size"] == 2
+    # the slow batch on rank 1 is masked at its deadline, and rank 0 waits only that long
+    # for it (in the all-reduce of ok counts), not until the reward would have come
+    rows = {(r.step, r.rank): r for r in read_csv(ddp_run / "throughput.csv")}
+    assert logged[3]["reward/ok_fraction"] == pytest.approx(8 / 16)
+    assert DEADLINE_S - 0.5 < rows[3, 1].reward_wait_s < SLOW_S - 0.5
+    assert DEADLINE_S - 1.0 < rows[3, 0].sync_wait_s < SLOW_S - 1.0 and rows[2, 0].sync_wait_s < 1.0
 
     # one process, same seed, same global batch (2 prompts x 8 videos per step)
     monkeypatch.setenv("REWARD3D_TEST_FAILURES", str(failures))
@@ -157,7 +171,7 @@ def test_two_ranks_stay_identical_and_equal_one_process(ddp_run, failures, tmp_p
     config = load_config(TINY, [*COMMON, "grpo.prompts_per_step=2", f"run.output_dir={single_out}"])
     with Trainer(config) as trainer:
         reports = trainer.train()
-    assert [r.metrics["update/samples"] for r in reports] == [14, 8, 8, 16]
+    assert [r.metrics["update/samples"] for r in reports] == [14, 8, 8, 8]
     for step in range(STEPS):  # the same videos and rewards...
         assert logged[step]["reward/mean"] == pytest.approx(reports[step].metrics["reward/mean"], abs=1e-5)
     # ...and the same weights, to float rounding. Gradients of a group's PPO loss nearly cancel
