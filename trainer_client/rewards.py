@@ -101,6 +101,9 @@ class RewardSource(Protocol):
     term weights for the total. The future resolves to a :class:`RewardBatch` with one
     :class:`SampleReward` per video, in order. A future may also raise (e.g. the service is
     unreachable past its deadline): the trainer then masks the whole batch.
+
+    A source whose ``submit`` also takes ``ids`` (one string per video) is given the trainer's
+    item ids (``r{rank}-s{step}-i{sample}``), e.g. for the service to echo and the SDK to check.
     """
 
     def submit(
