@@ -211,3 +211,65 @@ def test_fsdp_shards_the_transformer_and_matches_ddp(ddp_run, failures, tmp_path
     rows = (out / "throughput.csv").read_text().splitlines()
     assert rows[0].startswith("step,rank,samples,rollout_s,reward_wait_s,sync_wait_s,update_s,allreduce_s")
     assert (out / "throughput.png").stat().st_size > 1000 and "| 1 |" in (out / "throughput.md").read_text()
+
+
+# -- without torchrun: the pieces the distributed runs rely on (a few seconds) ------------------
+
+
+def test_checkpoint_formats_load_into_either_kind_of_run_and_sharded_export_matches_diffusers(tmp_path):
+    """Distributed checkpoints key the optimizer by parameter name; a single process reads them
+    (and the reverse); the export written from whole tensors (FSDP's path) is the file
+    ``save_lora_adapter`` writes."""
+    from safetensors import safe_open
+
+    from trainer_client.trainer.checkpoint import optimizer_state_to_ids, optimizer_state_to_names, save_lora_file
+
+    overrides = ["logging.progress=false", "logging.tensorboard=false", f"run.output_dir={tmp_path / 'a'}"]
+    with Trainer(load_config(TINY, overrides)) as trainer:
+        trainer.step()
+        names = trainer._lora_names()
+        state = trainer.optimizer.state_dict()
+        by_name = optimizer_state_to_names(state, names)
+        assert set(by_name["state"]) == set(names) and by_name["param_groups"][0]["params"] == names
+        back = optimizer_state_to_ids(by_name, names)
+        assert back["param_groups"] == state["param_groups"]
+        assert all(torch.equal(back["state"][i]["exp_avg"], state["state"][i]["exp_avg"]) for i in state["state"])
+        with pytest.raises(ValueError, match="does not have"):
+            optimizer_state_to_ids({**by_name, "param_groups": [{**by_name["param_groups"][0], "params": ["x"]}]}, names)
+
+        folder = trainer.save_checkpoint()
+        torch.save(by_name, folder / "optimizer.pt")  # as a distributed run writes it
+        save_lora_file(trainer.policy.transformer, trainer.policy.lora_state_dict(), tmp_path / "whole")
+        trainer.policy.transformer.save_lora_adapter(str(tmp_path / "diffusers"))
+    with Trainer(load_config(TINY, [*overrides[:2], f"run.output_dir={tmp_path / 'b'}", f"run.resume={folder}"])) as resumed:
+        loaded = resumed.optimizer.state_dict()
+        assert all(torch.equal(loaded["state"][i]["exp_avg_sq"], state["state"][i]["exp_avg_sq"]) for i in state["state"])
+
+    files = [tmp_path / d / "pytorch_lora_weights.safetensors" for d in ("whole", "diffusers")]
+    mine, reference = (load_file(f) for f in files)
+    assert mine.keys() == reference.keys() and all(torch.equal(mine[k], reference[k]) for k in mine)
+    with safe_open(files[0], "pt") as a, safe_open(files[1], "pt") as b:
+        # the adapter config; diffusers lists target_modules in a set's (arbitrary) order
+        configs = [json.loads(m.metadata()["lora_adapter_metadata"]) for m in (a, b)]
+        for config in configs:
+            config["target_modules"] = sorted(config["target_modules"])
+        assert configs[0] == configs[1] and a.metadata()["format"] == b.metadata()["format"]
+
+
+def test_throughput_table_and_plot(tmp_path):
+    from trainer_client.trainer.throughput import ThroughputRow, append_csv, write_summary
+
+    rows = [
+        ThroughputRow(step=s, rank=r, samples=8, rollout_s=1.0 + r, reward_wait_s=0.5, sync_wait_s=0.25 * (1 - r),
+                      update_s=2.0, allreduce_s=0.1, step_s=3.75 + 0.25 * r, reward_hidden_share=0.5)
+        for s in range(3) for r in range(2)
+    ]  # fmt: skip
+    append_csv(tmp_path / "throughput.csv", rows[:2])
+    append_csv(tmp_path / "throughput.csv", rows[2:])  # one header, rows appended
+    assert read_csv(tmp_path / "throughput.csv") == rows
+    write_summary(rows, tmp_path)
+    table = (tmp_path / "throughput.md").read_text()
+    assert "| 0 | 3 | 1.000 | 0.500 | 0.250 | 2.000 | 0.1000 | 3.750 | 2.13 | 50% |" in table
+    assert "| 1 | 3 | 2.000 | 0.500 | 0.000 | 2.000 | 0.1000 | 4.000 | 2.00 | 50% |" in table
+    assert "48 videos in 12.00 s of steps = 4.00 videos/s" in table  # each step lasts its slowest rank
+    assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
