@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 stderr = Console(stderr=True)
@@ -28,7 +29,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -56,7 +57,10 @@ def train(
     except ConfigError as exc:
         raise _fail(str(exc), EXIT_BAD_INPUT) from None
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import os
+
+    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s {rank}%(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per reward request
     from trainer_client.trainer.loop import Trainer
 
@@ -67,19 +71,29 @@ def train(
     except (RuntimeError, OSError) as exc:  # no CUDA, no SDK, hub unreachable...
         raise _fail(str(exc), EXIT_FAILED) from None
 
+    # Under torchrun every rank runs this; only rank 0 prints. A distributed run saves no extra
+    # checkpoint on Ctrl-C or an error: ranks may be at different points, and a save is a
+    # collective. It resumes from its last periodic checkpoint.
+    distributed = trainer.dist is not None
+    main = trainer.is_main_process
     with trainer:
         try:
             reports = trainer.train()
         except KeyboardInterrupt:
-            path = trainer.save_checkpoint()
-            stderr.print(f"interrupted at step {trainer.step_count}; checkpoint: {path}")
+            path = None if distributed else trainer.save_checkpoint()
+            if main:
+                stderr.print(f"interrupted at step {trainer.step_count}; checkpoint: {path or 'the last periodic one'}")
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except RuntimeError as exc:  # e.g. every reward failing for max_failed_steps steps
-            trainer.save_checkpoint()
-            raise _fail(str(exc), EXIT_FAILED) from None
+            if not distributed:
+                trainer.save_checkpoint()
+            raise _fail(f"rank {trainer.rank}: {exc}" if distributed else str(exc), EXIT_FAILED) from None
         if export:
             exported = trainer.export_lora(trainer.output_dir / "final_lora", use_ema=True)
-            stderr.print(f"LoRA ({'EMA' if trainer.ema else 'last'} weights) written to {exported}")
+            if main:
+                stderr.print(f"LoRA ({'EMA' if trainer.ema else 'last'} weights) written to {exported}")
+    if not main:
+        return
     if reports:
         first, last = reports[0].metrics["reward/mean"], reports[-1].metrics["reward/mean"]
         stderr.print(

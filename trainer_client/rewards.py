@@ -101,6 +101,9 @@ class RewardSource(Protocol):
     term weights for the total. The future resolves to a :class:`RewardBatch` with one
     :class:`SampleReward` per video, in order. A future may also raise (e.g. the service is
     unreachable past its deadline): the trainer then masks the whole batch.
+
+    A source whose ``submit`` also takes ``ids`` (one string per video) is given the trainer's
+    item ids (``r{rank}-s{step}-i{sample}``), e.g. for the service to echo and the SDK to check.
     """
 
     def submit(
@@ -197,6 +200,7 @@ class InProcessRewardSource:
         *,
         terms: Sequence[str] | None = None,
         weights: Mapping[str, float] | None = None,
+        ids: Sequence[str] | None = None,  # accepted for the protocol; nothing to check in-process
     ) -> concurrent.futures.Future[RewardBatch]:
         frames = as_uint8_video(videos)  # copy now: the caller may reuse its buffers
         prompts = list(prompts)
@@ -266,9 +270,13 @@ class ResultsRewardSource:
         *,
         terms: Sequence[str] | None = None,
         weights: Mapping[str, float] | None = None,
+        ids: Sequence[str] | None = None,
     ) -> concurrent.futures.Future[RewardBatch]:
         size = len(prompts)
-        inner = self.client.submit(videos, prompts=list(prompts), terms=terms, weights=weights)
+        # item ids travel with the request and the SDK checks the answer carries the same ones
+        # (so a rank can never be handed another rank's results); clients without ids skip them
+        extra = {"ids": list(ids)} if ids is not None and _accepts_ids(self.client) else {}
+        inner = self.client.submit(videos, prompts=list(prompts), terms=terms, weights=weights, **extra)
         outer: concurrent.futures.Future[RewardBatch] = concurrent.futures.Future()
 
         def convert(done: concurrent.futures.Future) -> None:
@@ -289,6 +297,16 @@ class ResultsRewardSource:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _accepts_ids(client: Any) -> bool:
+    import inspect
+
+    try:
+        parameters = inspect.signature(client.submit).parameters
+    except (TypeError, ValueError):
+        return False
+    return "ids" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 # --- test-only reward ------------------------------------------------------------------------

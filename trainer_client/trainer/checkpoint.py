@@ -4,8 +4,11 @@ A checkpoint is a folder ``<output_dir>/checkpoints/step_0000060/`` (60 = steps 
 
 - ``lora.safetensors``      the trained LoRA weights (fp32, parameter names as in the model)
 - ``lora_ema.safetensors``  their moving average (when EMA is on)
-- ``optimizer.pt``          AdamW state (tensors and numbers only: loads with weights_only)
-- ``rng.pt``                torch CPU/CUDA generator states
+- ``optimizer.pt``          AdamW state (tensors and numbers only: loads with weights_only); keyed
+                            by parameter index (single process) or by LoRA parameter name
+                            (distributed runs); either loads into either kind of run
+- ``rng.pt``                torch CPU/CUDA generator states (distributed: also every rank's
+                            states, ``per_rank``, restored on the same rank)
 - ``trainer_state.json``    step, update counters, Python/numpy RNG states, the config
 
 It is written to ``step_N.tmp`` and renamed, so a crash never leaves a half checkpoint that
@@ -25,7 +28,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CheckpointData", "save_checkpoint", "load_checkpoint", "find_latest", "prune_checkpoints", "capture_rng", "restore_rng"]
+__all__ = [
+    "CheckpointData",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_latest",
+    "prune_checkpoints",
+    "capture_rng",
+    "restore_rng",
+    "optimizer_state_to_names",
+    "optimizer_state_to_ids",
+    "save_lora_file",
+]
 
 PREFIX = "step_"
 
@@ -84,7 +98,7 @@ def save_checkpoint(root: Path, data: CheckpointData) -> Path:
     if data.lora_ema is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in data.lora_ema.items()}, str(partial / "lora_ema.safetensors"))
     torch.save(data.optimizer, partial / "optimizer.pt")
-    torch.save({"torch": data.rng["torch"], "cuda": data.rng["cuda"]}, partial / "rng.pt")
+    torch.save({"torch": data.rng["torch"], "cuda": data.rng["cuda"], "per_rank": data.rng.get("per_rank")}, partial / "rng.pt")
     state = {
         "step": data.step,
         "optimizer_updates": data.optimizer_updates,
@@ -136,3 +150,53 @@ def find_latest(root: Path) -> Path | None:
 def prune_checkpoints(root: Path, keep: int) -> None:
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# --- optimizer state: by parameter index <-> by parameter name ----------------------------------
+
+
+def optimizer_state_to_names(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``torch.optim`` state (keys = parameter indices in ``names`` order) keyed by name
+    instead; a state already keyed by name is returned as it is."""
+    groups = state["param_groups"]
+    if all(isinstance(p, str) for g in groups for p in g["params"]):
+        return state
+    return {
+        "state": {names[int(i)]: value for i, value in state["state"].items()},
+        "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in groups],
+    }
+
+
+def optimizer_state_to_ids(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The inverse: keys by name -> indices in ``names`` order (what ``load_state_dict`` takes)."""
+    groups = state["param_groups"]
+    if all(isinstance(p, int) for g in groups for p in g["params"]):
+        return state
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({p for g in groups for p in g["params"]} - set(index))
+    if unknown:
+        raise ValueError(f"optimizer state names parameters the model does not have: {unknown[:3]}")
+    return {
+        "state": {index[name]: value for name, value in state["state"].items()},
+        "param_groups": [{**g, "params": [index[p] for p in g["params"]]} for g in groups],
+    }
+
+
+def save_lora_file(transformer: Any, lora: dict[str, Tensor], directory: Path, adapter_name: str = "default") -> Path:
+    """Whole LoRA tensors (names as in the model) written as ``save_lora_adapter`` writes them:
+    peft's key names without the adapter, the adapter config as metadata. For sharded models,
+    whose parameters cannot be saved in place."""
+    import json as json_module
+
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, LORA_WEIGHT_NAME_SAFE
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    layers = get_peft_model_state_dict(transformer, state_dict=lora, adapter_name=adapter_name)
+    config = transformer.peft_config[adapter_name].to_dict()
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LORA_WEIGHT_NAME_SAFE
+    metadata = {"format": "pt", LORA_ADAPTER_METADATA_KEY: json_module.dumps(config, indent=2, sort_keys=True)}
+    save_file({k: v.detach().cpu().contiguous() for k, v in layers.items()}, str(path), metadata=metadata)
+    return path

@@ -78,6 +78,11 @@ class ModelConfig(_Section):
         "weights stay fp32; the VAE runs in fp32; log-probs are always fp32.",
     )
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward (saves memory).")
+    offload_text_encoder: bool = Field(
+        False,
+        description="Keep the frozen UMT5 text encoder (5.7B parameters, 11 GB in bf16 for Wan 2.1) in CPU "
+        "memory and move it to the accelerator only while it encodes a step's prompts.",
+    )
 
 
 class LoraSettings(_Section):
@@ -224,11 +229,48 @@ class RewardConfig(_Section):
         return self
 
 
+class DistributedConfig(_Section):
+    """Data parallelism under ``torchrun`` (read only when WORLD_SIZE > 1; see docs/trainer.md,
+    "Distributed"). ``grpo.prompts_per_step`` stays per rank: the global batch is
+    world_size x prompts_per_step prompt groups, each group whole on one rank."""
+
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="'ddp': every rank holds the whole transformer, LoRA gradients are all-reduced "
+        "(DistributedDataParallel); 'fsdp': the transformer is sharded per block across ranks "
+        "(FSDP2 fully_shard), for Wan 2.1 14B.",
+    )
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="'auto': nccl on CUDA, gloo on CPU.")
+    timeout_s: float = Field(
+        3600.0, gt=0,
+        description="Collective timeout. A rank waits in a collective while another still waits for its "
+        "rewards, so this must exceed reward.timeout_s plus a step's compute.",
+    )  # fmt: skip
+    reshard_after_forward: bool = Field(
+        True, description="fsdp: free the gathered block weights after each forward (less memory, more traffic)."
+    )
+    check_sync_every: int = Field(
+        10, ge=0,
+        description="Every N steps, hash the LoRA weights on every rank and stop with an error if they differ "
+        "(0 = never). Rank 0 writes the hashes to lora_digests.jsonl.",
+    )  # fmt: skip
+
+
 class LoggingConfig(_Section):
     tensorboard: bool = Field(True, description="Write TensorBoard scalars under <output_dir>/tensorboard.")
     wandb: bool = Field(False, description="Also log to Weights & Biases (imported only when enabled).")
     wandb_project: str = Field("reward3d")
     progress: bool = Field(True, description="Progress bars on stderr.")
+    throughput: bool = Field(
+        True,
+        description="Rank 0 writes per-step, per-rank timings (rollout, reward wait, sync wait, update, "
+        "all-reduce) to throughput.csv, and throughput.md + throughput.png at each checkpoint.",
+    )
+    sample_log: bool = Field(
+        False,
+        description="Rank 0 writes samples.jsonl: per sample its rank, step, reward item id, reward, "
+        "error and the mean of each video frame (audits that rewards belong to their videos).",
+    )
 
 
 class RunConfig(_Section):
@@ -254,7 +296,17 @@ class TrainConfig(_Section):
     dynamic: DynamicPhaseConfig = Field(default_factory=DynamicPhaseConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative prompt paths are read from.")
+
+    @model_validator(mode="after")
+    def _collective_outlives_rewards(self) -> "TrainConfig":
+        if self.distributed.timeout_s <= self.reward.timeout_s:
+            raise ValueError(
+                f"distributed.timeout_s ({self.distributed.timeout_s:g}) must exceed reward.timeout_s "
+                f"({self.reward.timeout_s:g}): ranks wait in collectives while one waits for rewards"
+            )
+        return self
 
     @property
     def samples_per_step(self) -> int:

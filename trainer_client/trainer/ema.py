@@ -24,6 +24,7 @@ class LoraEma:
         self.parameters = list(named_parameters)
         self.decay = decay
         self.update_interval = update_interval
+        # with FSDP the parameters (and so the shadows) are DTensors: each rank averages its shard
         self.shadow: dict[str, Tensor] = {n: p.detach().float().clone() for n, p in self.parameters}
         self.num_updates = 0
 
@@ -51,11 +52,16 @@ class LoraEma:
                 parameter.copy_(backup[name])
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {name: value.clone() for name, value in self.shadow.items()}
+        """Whole tensors (gathered when sharded: every rank must call it)."""
+        from trainer_client.trainer.distributed import full_tensor
+
+        return {name: full_tensor(value).clone() for name, value in self.shadow.items()}
 
     def load_state_dict(self, state: dict[str, Tensor], *, num_updates: int) -> None:
+        from trainer_client.trainer.distributed import copy_full_into
+
         if set(state) != set(self.shadow):
             raise ValueError("EMA state does not match the LoRA parameters")
         for name, value in state.items():
-            self.shadow[name].copy_(value)
+            copy_full_into(self.shadow[name], value)
         self.num_updates = num_updates

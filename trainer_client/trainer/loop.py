@@ -12,14 +12,17 @@ One step (``Trainer.step``) reads top to bottom:
 6. EMA of the LoRA weights, metrics, checkpoint.
 
 ``Trainer.train`` runs steps until ``run.max_steps``, saving every ``run.save_every`` steps.
-Designed for data parallelism later (issue 8): ``rank``/``world_size`` shard the prompts by
-whole groups, noise is seeded per sample, only rank 0 logs and writes checkpoints.
+Under ``torchrun`` (WORLD_SIZE > 1) the same code runs data-parallel (``distributed.py``):
+whole prompt groups per rank, noise seeded per global sample, the loss averaged over the global
+batch, gradients reduced by DDP or FSDP, metrics gathered; only rank 0 logs and writes files.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import importlib
+import inspect
+import json
 import logging
 import math
 import os
@@ -45,17 +48,33 @@ from trainer_client.trainer.checkpoint import (
     capture_rng,
     find_latest,
     load_checkpoint,
+    optimizer_state_to_ids,
+    optimizer_state_to_names,
     prune_checkpoints,
     restore_rng,
     save_checkpoint,
+    save_lora_file,
 )
 from trainer_client.trainer.config import RewardConfig, TrainConfig
+from trainer_client.trainer.distributed import (
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    env_world_size,
+    full_tensor,
+    gradient_sync,
+    init_from_env,
+    local_parameter_fraction,
+    lora_digest,
+    wrap_denoiser,
+)
 from trainer_client.trainer.ema import LoraEma
 from trainer_client.trainer.grpo import Advantages, group_advantages, ppo_clip_loss
 from trainer_client.trainer.prompts import Phase, PromptSampler, derive_seed, load_prompt_set, phase_at
 from trainer_client.trainer.rollout import RolloutBatch, choose_train_steps, generate, step_log_prob
 from trainer_client.trainer.sde import gaussian_kl_same_std
-from trainer_client.trainer.timing import summarise_overlap
+from trainer_client.trainer.throughput import ThroughputRow, append_csv, write_summary
+from trainer_client.trainer.timing import summarise_overlap, union_length
 from trainer_client.trainer.tracking import MetricsLogger
 from trainer_client.trainer.wan import (
     DTYPES,
@@ -84,16 +103,35 @@ class BatchTiming:
 
 @dataclass
 class StepReport:
+    """One step as this rank saw it; ``metrics`` are global (every rank's samples)."""
+
     step: int  # the step index (0-based) that was run
     phase: Phase
     metrics: dict[str, float]
     timings: list[BatchTiming]
-    rewards: np.ndarray  # [N] float64, NaN where failed
+    rewards: np.ndarray  # [N] float64, NaN where failed (this rank's samples)
     ok: np.ndarray  # [N] bool
     advantages: np.ndarray  # [N]
     mask: np.ndarray  # [N] bool: samples that entered the loss
     errors: list[str] = field(default_factory=list)  # distinct reward errors this step
     grad_nonzero: dict[str, bool] = field(default_factory=dict)  # per LoRA tensor, first update
+    throughput: list[ThroughputRow] = field(default_factory=list)  # one row per rank
+    lora_digests: list[str] | None = None  # per rank, when checked this step
+
+
+@dataclass
+class _RankStep:
+    """What each rank contributes to a step's global metrics and logs (gathered to all)."""
+
+    results: list[RewardBatch]
+    advantages: Advantages
+    stats: dict[str, list[float]]
+    grad_norms: list[float]
+    first_grad_nonzero: dict[str, bool]
+    timings: list[BatchTiming]
+    throughput: ThroughputRow
+    samples: list[dict]
+    digest: str | None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -138,6 +176,18 @@ def build_reward_source(config: RewardConfig) -> RewardSource:
     return ResultsRewardSource(client)
 
 
+def _sample_records(batch: RolloutBatch, item_ids: list[str], *, rank: int, step: int) -> list[dict]:
+    """The sample log's view of a decoded batch: ids and per-frame means of the uint8 frames
+    the reward source receives (so a reward can be checked against its own video)."""
+    frames = (batch.videos.float().clamp(0, 1) * 255).round() / 255  # [B,T,3,H,W] as uint8 / 255
+    means = frames.mean(dim=(2, 3, 4))  # [B,T]
+    return [
+        {"id": item_id, "rank": rank, "step": step, "sample_id": sid, "prompt": prompt,
+         "frame_means": [round(v, 7) for v in row]}
+        for item_id, sid, prompt, row in zip(item_ids, batch.sample_ids, batch.prompts, means.tolist())
+    ]  # fmt: skip
+
+
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -156,19 +206,23 @@ class Trainer:
         *,
         reward_source: RewardSource | None = None,
         components: WanComponents | None = None,
-        rank: int = 0,
-        world_size: int = 1,
     ) -> None:
         self.config = config
-        self.rank = rank
-        self.world_size = world_size
-        self.is_main_process = rank == 0
-        self.device = resolve_device(config.run.device)
+        # under torchrun: join the process group first (it also picks this rank's device)
+        self.dist: DistContext | None = None
+        if env_world_size() > 1:
+            self.dist, self.device = init_from_env(config.distributed, config.run.device)
+        else:
+            self.device = resolve_device(config.run.device)
+        self.rank = self.dist.rank if self.dist else 0
+        self.world_size = self.dist.world_size if self.dist else 1
+        self.is_main_process = self.rank == 0
         if self.device.type == "cpu":
             torch.set_num_threads(config.run.num_threads)
         torch.manual_seed(config.run.seed)
         # the reward source first: a misconfigured one fails before minutes of model loading
         self.reward_source = reward_source if reward_source is not None else build_reward_source(config.reward)
+        self._source_takes_ids = "ids" in inspect.signature(self.reward_source.submit).parameters
 
         # prompts (the tiny model's tokenizer is built from them)
         base = config.base_dir
@@ -189,10 +243,20 @@ class Trainer:
             if tiny is not None and tiny.pixel_decoder == "linear"
             else None
         )
-        self.policy = WanPolicy(components, device=self.device, dtype=DTYPES[config.model.dtype], pixel_decoder=pixel_decoder)
+        self.policy = WanPolicy(
+            components, device=self.device, dtype=DTYPES[config.model.dtype], pixel_decoder=pixel_decoder,
+            offload_text_encoder=config.model.offload_text_encoder,
+        )  # fmt: skip
         self.policy.add_lora(config.lora)
         if config.model.gradient_checkpointing:
             self.policy.transformer.enable_gradient_checkpointing()
+        if self.dist is not None:  # before the optimizer and EMA: FSDP replaces the parameters
+            self.policy.denoiser = wrap_denoiser(
+                self.policy.transformer, self.dist, device=self.device, dtype=DTYPES[config.model.dtype],
+                reshard_after_forward=config.distributed.reshard_after_forward,
+            )  # fmt: skip
+            self.policy.collect_lora()
+            self._local_fraction = local_parameter_fraction(self.policy.transformer)
         self.schedule = make_schedule(self.policy.scheduler, config.sampling.num_steps, self.device)
         sampling = config.sampling
         self.latent_shape = self.policy.latent_shape(sampling.num_frames, sampling.height, sampling.width)
@@ -219,6 +283,7 @@ class Trainer:
         self.step_count = 0  # steps completed
         self.optimizer_updates = 0
         self._failed_steps_in_a_row = 0
+        self._throughput_rows: list[ThroughputRow] = []  # rank 0: this process's steps, for the summary
 
         self.output_dir = Path(config.run.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
@@ -239,8 +304,10 @@ class Trainer:
         config, step = self.config, self.step_count
         grpo, sampling = config.grpo, config.sampling
         started = now()
+        if self.dist is not None:
+            self.dist.comm_timer.reset()
 
-        # 1. phase and prompts
+        # 1. phase and prompts (this rank's whole groups of the global batch)
         phase = phase_at(step, config.dynamic)
         drawn = self.samplers[phase].draw(
             step, prompts_per_rank=grpo.prompts_per_step, group_size=grpo.group_size, rank=self.rank, world_size=self.world_size
@@ -259,6 +326,7 @@ class Trainer:
         batches: list[RolloutBatch] = []
         futures: list[concurrent.futures.Future[RewardBatch]] = []
         timings: list[BatchTiming] = []
+        samples: list[dict] = []  # the sample log (logging.sample_log)
         indices = list(range(len(drawn.prompts)))
         chunks = list(_chunks(indices, grpo.rollout_batch_size))
         for chunk in self._progress(chunks, desc=f"step {step} rollouts", leave=False):
@@ -285,22 +353,25 @@ class Trainer:
                 storage_device="cpu" if grpo.rollout_storage == "cpu" else None,
             )
             rollout_end = now()
+            item_ids = [f"r{self.rank}-s{step}-i{sid}" for sid in sample_ids]  # unique in the run
             timing = BatchTiming(rollout_start, rollout_end, submitted=now())
-            futures.append(self._submit(batch, terms, weights))
+            futures.append(self._submit(batch, terms, weights, item_ids))
             futures[-1].add_done_callback(lambda _f, t=timing: setattr(t, "completed", now()))
             timings.append(timing)
+            if config.logging.sample_log:
+                samples += _sample_records(batch, item_ids, rank=self.rank, step=step)
             batch.videos = None  # the reward side has its own copy
             batches.append(batch)
         rollouts_done = now()
 
-        # 3. rewards (each batch under its own deadline)
+        # 3. rewards (each batch under its own deadline, on this rank only)
         results = [self._collect(future, timing, size=len(b.prompts)) for future, timing, b in zip(futures, timings, batches)]
         rewards_done = now()
         totals = np.concatenate([r.totals for r in results])
         ok = np.concatenate([r.ok for r in results])
         errors = sorted({s.error for r in results for s in r.samples if s.error})
 
-        # 4. advantages within each prompt's group
+        # 4. advantages within each prompt's group (a group is whole on this rank)
         advantages = group_advantages(
             torch.from_numpy(np.nan_to_num(totals, nan=0.0)),
             torch.from_numpy(ok),
@@ -310,26 +381,86 @@ class Trainer:
             min_ok_per_group=grpo.min_ok_per_group,
         )
 
-        # 5. update
-        self._check_failures(ok, errors)
-        update_metrics, grad_nonzero = self._update(batches, advantages, train_steps)
+        # 5. update. The ok count over all ranks is the one collective that waits for rewards:
+        # every rank reaches it when its own rewards are in or past their deadline.
+        ok_count = float(ok.sum())
+        if self.dist is not None:
+            (ok_count,) = all_reduce_sum([ok_count], self.device)
+        synced = now()
+        self._check_failures(ok_count > 0, ok, errors)
+        stats, grad_norms, grad_nonzero = self._update(batches, advantages, train_steps)
         updated = now()
         self.step_count += 1
 
-        # 6. metrics (EMA is updated inside _update, checkpoints in train())
+        # 6. metrics over every rank's samples (EMA is updated inside _update, checkpoints in train())
+        check = self.dist is not None and config.distributed.check_sync_every > 0 and step % config.distributed.check_sync_every == 0
+        mine = _RankStep(
+            results=results,
+            advantages=advantages,
+            stats=stats,
+            grad_norms=grad_norms,
+            first_grad_nonzero=grad_nonzero,
+            timings=timings,
+            throughput=ThroughputRow(
+                step=step,
+                rank=self.rank,
+                samples=len(drawn.prompts),
+                rollout_s=sum(t.rollout_end - t.rollout_start for t in timings),
+                reward_wait_s=rewards_done - rollouts_done,
+                sync_wait_s=synced - rewards_done,
+                update_s=updated - synced,
+                allreduce_s=union_length(self.dist.comm_timer.intervals) if self.dist is not None else 0.0,
+                step_s=updated - started,
+                reward_hidden_share=summarise_overlap(
+                    [(t.submitted, t.completed if t.completed is not None else rewards_done) for t in timings],
+                    [(t.rollout_start, t.rollout_end) for t in timings],
+                ).hidden_share,
+            ),
+            samples=samples,
+            digest=lora_digest(self.policy.lora_named_parameters()) if check else None,
+        )
+        ranks: list[_RankStep] = all_gather_objects(mine) if self.dist is not None else [mine]
+        digests = [r.digest for r in ranks] if check else None
+        if digests is not None and len(set(digests)) != 1:
+            raise RuntimeError(f"step {step}: LoRA weights differ between ranks (digests {digests})")
+
+        merged = Advantages(
+            advantages=torch.cat([r.advantages.advantages for r in ranks]),
+            mask=torch.cat([r.advantages.mask for r in ranks]),
+            group_std=torch.cat([r.advantages.group_std for r in ranks]),
+            num_groups_used=sum(r.advantages.num_groups_used for r in ranks),
+        )
+        all_results = [b for r in ranks for b in r.results]
+        all_totals = np.concatenate([b.totals for b in all_results])
+        all_ok = np.concatenate([b.ok for b in all_results])
+        slowest = {name: max(getattr(r.throughput, name) for r in ranks)
+                   for name in ("rollout_s", "reward_wait_s", "sync_wait_s", "update_s", "allreduce_s", "step_s")}  # fmt: skip
         metrics = {
             "phase/dynamic": float(phase == "dynamic"),
-            **self._reward_metrics(results, totals, ok, advantages),
-            **update_metrics,
-            "time/rollout_s": sum(t.rollout_end - t.rollout_start for t in timings),
-            "time/reward_wait_s": rewards_done - rollouts_done,
-            "time/update_s": updated - rewards_done,
-            "time/step_s": updated - started,
+            **self._reward_metrics(all_results, all_totals, all_ok, merged),
+            **self._update_metrics(
+                {k: [v for r in ranks for v in r.stats[k]] for k in stats},
+                grad_norms,
+                grad_nonzero,
+                samples=int(merged.mask.sum()),
+            ),
+            # times: the slowest rank's (the step waits for it); per rank in throughput.csv
+            "time/rollout_s": slowest["rollout_s"],
+            "time/reward_wait_s": slowest["reward_wait_s"],
+            "time/update_s": slowest["update_s"] + slowest["sync_wait_s"] if self.dist is None else slowest["update_s"],
+            "time/step_s": slowest["step_s"],
             **summarise_overlap(
                 [(t.submitted, t.completed if t.completed is not None else rewards_done) for t in timings],
                 [(t.rollout_start, t.rollout_end) for t in timings],
             ).as_metrics(),
         }
+        if self.dist is not None:
+            metrics["time/sync_wait_s"] = slowest["sync_wait_s"]
+            metrics["time/allreduce_s"] = slowest["allreduce_s"]
+            metrics["dist/world_size"] = float(self.world_size)
+            metrics["dist/local_param_fraction"] = self._local_fraction  # FSDP: ~1/world of the transformer
+        if self.is_main_process:
+            self._write_step_files(step, ranks, digests)
         self.logger.log(step, metrics)
         return StepReport(
             step=step,
@@ -342,14 +473,44 @@ class Trainer:
             mask=advantages.mask.numpy(),
             errors=errors,
             grad_nonzero=grad_nonzero,
+            throughput=[r.throughput for r in ranks],
+            lora_digests=digests,
         )
+
+    def _write_step_files(self, step: int, ranks: list[_RankStep], digests: list[str] | None) -> None:
+        """Rank 0: per-rank timings (throughput.csv), rollout/reward timestamps (timeline.jsonl),
+        LoRA digests and the sample log."""
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        if self.config.logging.throughput:
+            append_csv(out / "throughput.csv", [r.throughput for r in ranks])
+            self._throughput_rows.extend(r.throughput for r in ranks)
+        with open(out / "timeline.jsonl", "a", encoding="utf-8") as handle:
+            for r in ranks:
+                batches = [dict(rollout_start=t.rollout_start, rollout_end=t.rollout_end, submitted=t.submitted,
+                                completed=t.completed) for t in r.timings]  # fmt: skip
+                handle.write(json.dumps({"step": step, "rank": r.throughput.rank, "batches": batches}) + "\n")
+        if digests is not None:
+            with open(out / "lora_digests.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": step, "digests": digests}) + "\n")
+        if self.config.logging.sample_log:
+            by_id = {}
+            for r in ranks:  # attach each sample's reward, in the order it was generated
+                flat = [s for b in r.results for s in b.samples]
+                for record, reward in zip(r.samples, flat):
+                    by_id[record["id"]] = {**record, "ok": reward.ok, "total": reward.total, "terms": reward.terms,
+                                           "error": reward.error}  # fmt: skip
+            with open(out / "samples.jsonl", "a", encoding="utf-8") as handle:
+                for record in by_id.values():
+                    handle.write(json.dumps(record) + "\n")
 
     def _negative(self, batch: int) -> torch.Tensor | None:
         return None if self.negative_embeds is None else self.negative_embeds.expand(batch, -1, -1)
 
-    def _submit(self, batch: RolloutBatch, terms, weights) -> concurrent.futures.Future[RewardBatch]:
+    def _submit(self, batch: RolloutBatch, terms, weights, item_ids: list[str]) -> concurrent.futures.Future[RewardBatch]:
+        extra = {"ids": item_ids} if self._source_takes_ids else {}
         try:
-            return self.reward_source.submit(batch.videos, batch.prompts, terms=terms, weights=weights)
+            return self.reward_source.submit(batch.videos, batch.prompts, terms=terms, weights=weights, **extra)
         except Exception as exc:  # e.g. a refused request: mask this batch, keep training
             future: concurrent.futures.Future[RewardBatch] = concurrent.futures.Future()
             future.set_result(failed_batch(len(batch.prompts), f"submit failed: {type(exc).__name__}: {exc}"))
@@ -368,8 +529,10 @@ class Trainer:
             return failed_batch(size, f"reward source returned {len(batch)} results for {size} videos")
         return batch
 
-    def _check_failures(self, ok: np.ndarray, errors: list[str]) -> None:
-        if ok.any():
+    def _check_failures(self, any_ok: bool, ok: np.ndarray, errors: list[str]) -> None:
+        """``any_ok``: some sample of the step (on any rank) was scored, so every rank takes the
+        same decision; ``ok``/``errors`` are this rank's, for the message."""
+        if any_ok:
             self._failed_steps_in_a_row = 0
             if errors:
                 log.warning("step %d: %d of %d rewards failed: %s", self.step_count, int((~ok).sum()), ok.size, "; ".join(errors[:3]))
@@ -399,32 +562,55 @@ class Trainer:
 
     # --- the update -----------------------------------------------------------------------------
 
+    def _update_plan(self, mask: list[bool]) -> list[tuple[list[int], float]]:
+        """The optimizer updates of this step: (sample rows, loss denominator in samples) each.
+
+        Single process: the ok samples, split into ``updates_per_step`` shares, each averaged
+        over its own size. Data parallel: every row (masked ones are run with weight 0, so all
+        ranks execute the same forwards and collectives; all ranks have the same row count), and
+        each share's denominator is its *global* ok count divided by the world size, which the
+        gradient averaging across ranks multiplies back: every sample weighs 1 / global count."""
+        updates = self.config.grpo.updates_per_step
+        if self.dist is None:
+            used = [i for i, keep in enumerate(mask) if keep]
+            return [(share, float(len(share))) for share in _split_evenly(used, updates)]
+        shares = _split_evenly(list(range(len(mask))), updates)
+        counts = all_reduce_sum([float(sum(mask[i] for i in share)) for share in shares], self.device)
+        return [(share, count / self.world_size) for share, count in zip(shares, counts) if count > 0]
+
     def _update(self, batches: list[RolloutBatch], advantages: Advantages, train_steps: list[int]):
-        """One or more optimizer updates over the samples that have an advantage."""
+        """One or more optimizer updates. Returns per-sample statistics (ok samples only), the
+        gradient norm of each update and, for the first, which LoRA tensors got a gradient."""
         config = self.config
         grpo, sampling = config.grpo, config.sampling
         rows = [(b, r) for b, batch in enumerate(batches) for r in range(len(batch.prompts))]
-        used = [row for row, keep in zip(rows, advantages.mask.tolist()) if keep]
+        mask = advantages.mask.tolist()
         sample_advantages = advantages.advantages.tolist()
-        position = {row: i for i, row in enumerate(rows)}
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "kl", "ratio", "clipfrac", "approx_kl")}
         grad_norms: list[float] = []
         first_grad_nonzero: dict[str, bool] = {}
-        if not used:
-            return {"update/skipped": 1.0}, first_grad_nonzero
+        plan = self._update_plan(mask)
+        if not plan:
+            return stats, grad_norms, first_grad_nonzero
 
         self.policy.transformer.train()
         parameters = self.policy.lora_parameters()
-        for share in _split_evenly(used, grpo.updates_per_step):
-            denominator = self._loss_denominator(len(share)) * len(train_steps)
-            for micro in _chunks(share, grpo.train_micro_batch_size):
-                latents = torch.stack([batches[b].latents[r] for b, r in micro])  # [m,K,C,T',h,w]
-                next_latents = torch.stack([batches[b].next_latents[r] for b, r in micro])
-                old_log_probs = torch.stack([batches[b].log_probs[r] for b, r in micro]).to(self.device)  # [m,K]
-                embeds = torch.stack([batches[b].prompt_embeds[r] for b, r in micro]).to(self.device)
-                adv = torch.tensor([sample_advantages[position[row]] for row in micro], device=self.device)
+        for share, samples in plan:
+            denominator = samples * len(train_steps)
+            micros = list(_chunks(share, grpo.train_micro_batch_size))
+            backwards, done = len(micros) * len(train_steps), 0
+            for micro in micros:
+                picked = [rows[i] for i in micro]
+                latents = torch.stack([batches[b].latents[r] for b, r in picked])  # [m,K,C,T',h,w]
+                next_latents = torch.stack([batches[b].next_latents[r] for b, r in picked])
+                old_log_probs = torch.stack([batches[b].log_probs[r] for b, r in picked]).to(self.device)  # [m,K]
+                embeds = torch.stack([batches[b].prompt_embeds[r] for b, r in picked]).to(self.device)
+                adv = torch.tensor([sample_advantages[i] for i in micro], device=self.device)
+                keep = torch.tensor([mask[i] for i in micro], device=self.device)  # [m] bool
+                weight = keep.float()  # masked rows (data-parallel only) contribute exactly 0
                 negative = self._negative(len(micro))
                 for k, step_index in enumerate(train_steps):
+                    done += 1
                     common = dict(
                         latents=latents[:, k],
                         next_latents=next_latents[:, k],
@@ -435,21 +621,24 @@ class Trainer:
                         guidance_scale=sampling.guidance_scale,
                         noise_level=sampling.noise_level,
                     )
-                    reference = None
-                    if grpo.kl_beta > 0:  # the reference first: toggling adapters must not touch a live graph
-                        with torch.no_grad(), self.policy.adapters_disabled():
-                            reference = step_log_prob(self.policy, **common)
-                    current = step_log_prob(self.policy, **common)
-                    policy_loss, ratio = ppo_clip_loss(current.log_prob, old_log_probs[:, k], adv, clip_range=grpo.clip_range)
-                    kl = (
-                        gaussian_kl_same_std(current.mean, reference.mean, current.std)
-                        if reference is not None
-                        else torch.zeros_like(policy_loss)
-                    )
-                    loss = (policy_loss + grpo.kl_beta * kl).sum() / denominator
-                    loss.backward()
+                    # gradients are reduced across ranks only in the update's last backward
+                    with gradient_sync(self.policy.denoiser, enabled=self.dist is None or done == backwards):
+                        reference = None
+                        if grpo.kl_beta > 0:  # the reference first: toggling adapters must not touch a live graph
+                            with torch.no_grad(), self.policy.adapters_disabled():
+                                reference = step_log_prob(self.policy, **common)
+                        current = step_log_prob(self.policy, **common)
+                        policy_loss, ratio = ppo_clip_loss(current.log_prob, old_log_probs[:, k], adv, clip_range=grpo.clip_range)
+                        kl = (
+                            gaussian_kl_same_std(current.mean, reference.mean, current.std)
+                            if reference is not None
+                            else torch.zeros_like(policy_loss)
+                        )
+                        loss = ((policy_loss + grpo.kl_beta * kl) * weight).sum() / denominator
+                        loss.backward()
                     with torch.no_grad():
-                        log_ratio = current.log_prob - old_log_probs[:, k]
+                        log_ratio = (current.log_prob - old_log_probs[:, k])[keep]
+                        ratio, policy_loss, kl = ratio[keep], policy_loss[keep], kl[keep]
                         stats["policy_loss"] += policy_loss.tolist()
                         stats["kl"] += kl.tolist()
                         stats["ratio"] += ratio.tolist()
@@ -457,14 +646,20 @@ class Trainer:
                         stats["approx_kl"] += (0.5 * log_ratio**2).tolist()
             if not first_grad_nonzero:
                 first_grad_nonzero = self._grad_nonzero()
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(parameters, config.optim.max_grad_norm)))
+            norm = torch.nn.utils.clip_grad_norm_(parameters, config.optim.max_grad_norm)
+            grad_norms.append(float(full_tensor(norm)))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.optimizer_updates += 1
             if self.ema is not None:
                 self.ema.after_optimizer_update(self.optimizer_updates)
         self.policy.transformer.eval()
+        return stats, grad_norms, first_grad_nonzero
 
+    def _update_metrics(self, stats: dict[str, list[float]], grad_norms: list[float], grad_nonzero: dict[str, bool],
+                        *, samples: int) -> dict[str, float]:  # fmt: skip
+        if not grad_norms:
+            return {"update/skipped": 1.0}
         ratios = np.array(stats["ratio"])
         metrics = {f"loss/{k}": float(np.mean(v)) for k, v in stats.items() if k in ("policy_loss", "kl")}
         metrics.update(
@@ -474,24 +669,18 @@ class Trainer:
                 "update/clipfrac": float(np.mean(stats["clipfrac"])),
                 "update/approx_kl": float(np.mean(stats["approx_kl"])),
                 "update/grad_norm": float(np.mean(grad_norms)),
-                "update/lora_tensors_with_grad": float(np.mean(list(first_grad_nonzero.values()))),
-                "update/samples": float(len(used)),
+                "update/lora_tensors_with_grad": float(np.mean(list(grad_nonzero.values()))),
+                "update/samples": float(samples),
                 "update/optimizer_updates": float(self.optimizer_updates),
             }
         )
-        return metrics, first_grad_nonzero
-
-    def _loss_denominator(self, local_samples: int) -> int:
-        """Samples the loss of one update is averaged over. Single process: this process's.
-        A data-parallel run overrides it with the all-reduced count (and divides by the world
-        size's gradient averaging accordingly), so every sample weighs the same on every rank."""
-        return local_samples
+        return metrics
 
     def _grad_nonzero(self) -> dict[str, bool]:
         """Per LoRA tensor: did a finite, non-zero gradient reach it?"""
         names, grads = zip(*[(n, p.grad) for n, p in self.policy.lora_named_parameters()])
-        norms = torch.stack([g.float().norm() if g is not None else torch.tensor(0.0, device=self.device) for g in grads])
-        return {name: bool(v > 0 and math.isfinite(v)) for name, v in zip(names, norms.tolist())}
+        norms = [float(full_tensor(g.float().norm())) if g is not None else 0.0 for g in grads]
+        return {name: bool(v > 0 and math.isfinite(v)) for name, v in zip(names, norms)}
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -524,58 +713,119 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------
 
     def save_checkpoint(self) -> Path | None:
-        if not self.is_main_process:
-            return None
-        data = CheckpointData(
-            step=self.step_count,
-            optimizer_updates=self.optimizer_updates,
-            ema_updates=self.ema.num_updates if self.ema is not None else 0,
-            lora=self.policy.lora_state_dict(),
-            lora_ema=self.ema.state_dict() if self.ema is not None else None,
-            optimizer=self.optimizer.state_dict(),
-            rng=capture_rng(),
-            config=self.config.model_dump(mode="json"),
-        )
-        path = save_checkpoint(self.checkpoint_dir, data)
-        prune_checkpoints(self.checkpoint_dir, self.config.run.keep_checkpoints)
+        """Write a checkpoint (rank 0). In a distributed run every rank must call it: sharded
+        LoRA/EMA/optimizer state is gathered whole, every rank's RNG state is kept, and ranks
+        wait at a barrier until the checkpoint is complete."""
+        if self.dist is None:
+            if not self.is_main_process:
+                return None
+            optimizer = self.optimizer.state_dict()
+            rng = capture_rng()
+        else:
+            optimizer = self._optimizer_state_by_name()
+            rng = {**capture_rng(), "per_rank": all_gather_objects(capture_rng())}
+        lora = self.policy.lora_state_dict()  # whole tensors (a collective under FSDP)
+        lora_ema = self.ema.state_dict() if self.ema is not None else None
+        path = None
+        if self.is_main_process:
+            data = CheckpointData(
+                step=self.step_count,
+                optimizer_updates=self.optimizer_updates,
+                ema_updates=self.ema.num_updates if self.ema is not None else 0,
+                lora=lora,
+                lora_ema=lora_ema,
+                optimizer=optimizer,
+                rng=rng,
+                config=self.config.model_dump(mode="json"),
+            )
+            path = save_checkpoint(self.checkpoint_dir, data)
+            prune_checkpoints(self.checkpoint_dir, self.config.run.keep_checkpoints)
+            self.write_throughput_summary()
+        if self.dist is not None:
+            self.dist.barrier()  # nobody runs ahead (or exits) before the checkpoint exists
         return path
+
+    def _optimizer_state_by_name(self) -> dict:
+        """AdamW state keyed by LoRA parameter name, whole tensors (on rank 0; others may get {})."""
+        if self.dist is not None and self.dist.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(
+                self.policy.transformer, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        return optimizer_state_to_names(self.optimizer.state_dict(), self._lora_names())
+
+    def _lora_names(self) -> list[str]:
+        return [name for name, _ in self.policy.lora_named_parameters()]
+
+    def write_throughput_summary(self) -> None:
+        """Rank 0: throughput.md (per-rank means) and throughput.png from this process's steps."""
+        if self.is_main_process and self.config.logging.throughput and self._throughput_rows:
+            write_summary(self._throughput_rows, self.output_dir)
 
     def _resume(self, where: str) -> None:
         path = find_latest(self.checkpoint_dir) if where == "latest" else Path(where)
         if path is None:
             log.info("resume: latest requested but %s holds no checkpoint; starting fresh", self.checkpoint_dir)
             return
-        data = load_checkpoint(path, map_location=self.device)
+        # every rank reads the same files (a shared filesystem across nodes)
+        data = load_checkpoint(path, map_location="cpu" if self.dist is not None else self.device)
         self.policy.load_lora_state_dict(data.lora)
-        self.optimizer.load_state_dict(data.optimizer)
+        self._load_optimizer_state(data.optimizer)
         if self.ema is not None:
             if data.lora_ema is None:
                 raise ValueError(f"{path} has no EMA weights but ema.enabled is true")
             self.ema.load_state_dict({k: v.to(self.device) for k, v in data.lora_ema.items()}, num_updates=data.ema_updates)
-        restore_rng(data.rng)
+        per_rank = data.rng.get("per_rank") or []
+        restore_rng(per_rank[self.rank] if self.rank < len(per_rank) else data.rng)
         self.step_count = data.step
         self.optimizer_updates = data.optimizer_updates
         log.info("resumed from %s at step %d", path, data.step)
 
+    def _load_optimizer_state(self, state: dict) -> None:
+        """Either format (parameter indices: single process; names: distributed), any world size."""
+        names = self._lora_names()
+        if self.dist is not None and self.dist.strategy == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(
+                self.policy.transformer, self.optimizer, optim_state_dict=optimizer_state_to_names(state, names),
+                options=StateDictOptions(full_state_dict=True),
+            )  # fmt: skip
+            return
+        self.optimizer.load_state_dict(optimizer_state_to_ids(state, names))
+
     def export_lora(self, directory: str | Path, *, use_ema: bool = True) -> Path:
         """Write the LoRA (EMA weights by default) in the diffusers format that
-        ``WanPipeline.load_lora_weights`` reads."""
+        ``WanPipeline.load_lora_weights`` reads. Distributed: every rank calls it, rank 0 writes."""
         from diffusers.utils import logging as diffusers_logging
 
         directory = Path(directory)
-        context = self.ema.applied() if (use_ema and self.ema is not None) else nullcontext()
-        verbosity = diffusers_logging.get_verbosity()
-        diffusers_logging.set_verbosity_error()  # save_lora_adapter calls .to(dtype=None), which warns
-        try:
-            with context:
-                self.policy.transformer.save_lora_adapter(str(directory))
-        finally:
-            diffusers_logging.set_verbosity(verbosity)
+        if self.dist is not None and self.dist.strategy == "fsdp":  # sharded: gather, then write
+            state = self.ema.state_dict() if (use_ema and self.ema is not None) else self.policy.lora_state_dict()
+            if self.is_main_process:
+                save_lora_file(self.policy.transformer, state, directory)
+            self.dist.barrier()
+            return directory
+        if self.is_main_process:
+            context = self.ema.applied() if (use_ema and self.ema is not None) else nullcontext()
+            verbosity = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()  # save_lora_adapter calls .to(dtype=None), which warns
+            try:
+                with context:
+                    self.policy.transformer.save_lora_adapter(str(directory))
+            finally:
+                diffusers_logging.set_verbosity(verbosity)
+        if self.dist is not None:
+            self.dist.barrier()
         return directory
 
     def close(self) -> None:
+        self.write_throughput_summary()
         self.reward_source.close()
         self.logger.close()
+        if self.dist is not None:
+            self.dist.close()
 
     def __enter__(self) -> "Trainer":
         return self

@@ -315,12 +315,15 @@ class WanPolicy:
         device: torch.device,
         dtype: torch.dtype,
         pixel_decoder: LinearLatentDecoder | None = None,  # tiny models only: replaces the VAE decode
+        offload_text_encoder: bool = False,  # keep UMT5 on the CPU between encodes
     ) -> None:
         self.components = components
         self.device = device
         self.dtype = dtype
         self.tokenizer = components.tokenizer
-        self.text_encoder = _to(components.text_encoder, device, dtype).eval().requires_grad_(False)
+        self.offload_text_encoder = offload_text_encoder and device.type != "cpu"
+        home = torch.device("cpu") if self.offload_text_encoder else device
+        self.text_encoder = _to(components.text_encoder, home, dtype).eval().requires_grad_(False)
         self.vae = _to(components.vae, device, torch.float32).eval().requires_grad_(False)
         self.transformer = _to(components.transformer, device, dtype).requires_grad_(False)
         # What velocity() calls: the transformer itself, or a wrapper around it (DDP/FSDP for
@@ -346,12 +349,16 @@ class WanPolicy:
                 target_modules=list(settings.target_modules),
             )
         )
-        self._lora = [(n, p) for n, p in self.transformer.named_parameters() if "lora_" in n]
+        self.collect_lora()
         if not self._lora:
             raise ValueError(f"no LoRA layer was created: no module matches {settings.target_modules}")
         for _, parameter in self._lora:
             parameter.data = parameter.data.float()  # trainable weights in fp32 whatever the base dtype
             parameter.requires_grad_(True)
+
+    def collect_lora(self) -> None:
+        """(Re)read the LoRA parameters: FSDP replaces them with sharded ones when it wraps."""
+        self._lora = [(n, p) for n, p in self.transformer.named_parameters() if "lora_" in n]
 
     def lora_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return list(self._lora)
@@ -360,16 +367,20 @@ class WanPolicy:
         return [p for _, p in self._lora]
 
     def lora_state_dict(self) -> dict[str, Tensor]:
-        return {name: p.detach().clone() for name, p in self._lora}
+        """Whole LoRA tensors (gathered from the ranks when sharded: every rank must call it)."""
+        from trainer_client.trainer.distributed import full_tensor
+
+        return {name: full_tensor(p.detach()).clone() for name, p in self._lora}
 
     def load_lora_state_dict(self, state: dict[str, Tensor]) -> None:
         names = {name for name, _ in self._lora}
         if set(state) != names:
             missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)
             raise ValueError(f"LoRA state does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
-        with torch.no_grad():
-            for name, parameter in self._lora:
-                parameter.copy_(state[name].to(parameter.device, parameter.dtype))
+        from trainer_client.trainer.distributed import copy_full_into
+
+        for name, parameter in self._lora:
+            copy_full_into(parameter, state[name])
 
     @contextmanager
     def adapters_disabled(self) -> Iterator[None]:
@@ -409,7 +420,13 @@ class WanPolicy:
         )
         ids = tokens.input_ids.to(self.device)
         mask = tokens.attention_mask.to(self.device)
-        hidden = self.text_encoder(ids, mask).last_hidden_state
+        if self.offload_text_encoder:
+            self.text_encoder.to(self.device)
+        try:
+            hidden = self.text_encoder(ids, mask).last_hidden_state
+        finally:
+            if self.offload_text_encoder:
+                self.text_encoder.to("cpu")
         return (hidden * mask.unsqueeze(-1).to(hidden.dtype)).to(self.dtype)
 
     def velocity(
