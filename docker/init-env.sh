@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Write .env for docker compose with fresh secrets (never overwrites an existing .env).
+#   bash docker/init-env.sh          # GPU box (COMPOSE_PROFILES=gpu)
+#   bash docker/init-env.sh --cpu    # laptop: the weights-free CPU worker
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=gpu
+case "${1:-}" in
+  --cpu) profile=cpu ;;
+  --gpu | "") ;;
+  *) echo "usage: $0 [--gpu|--cpu]" >&2; exit 2 ;;
+esac
+if [ -e .env ]; then
+  echo ".env exists; not overwriting it (remove it first to start over)" >&2
+  exit 1
+fi
+secret() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
+client_key="r3d_$(secret 32)"
+metrics_key="r3d_$(secret 32)"
+umask 077
+sed -e "s|^COMPOSE_PROFILES=.*|COMPOSE_PROFILES=${profile}|" \
+    -e "s|^REDIS_PASSWORD=.*|REDIS_PASSWORD=$(secret 32)|" \
+    -e "s|^API_KEYS=.*|API_KEYS=${client_key},${metrics_key}|" \
+    -e "s|^METRICS_API_KEY=.*|METRICS_API_KEY=${metrics_key}|" \
+    -e "s|^RQ_DASHBOARD_PASSWORD=.*|RQ_DASHBOARD_PASSWORD=$(secret 18)|" \
+    .env.example > .env
+echo "wrote .env (mode 600, profile ${profile})"
+echo "API key for clients: ${client_key}"
+echo "  export REWARD3D_API_KEY=${client_key}   # the SDK and trainer read it"
