@@ -132,6 +132,26 @@ def active_services(compose: dict, profiles: set[str]) -> dict[str, dict]:
             if not service.get("profiles") or profiles & set(service["profiles"])}  # fmt: skip
 
 
+def compose_container_env(service: dict) -> dict[str, str]:
+    """A compose service's container environment: the image's ENV, then env_file (worker.env:
+    its example), then `environment` (compose's order of precedence)."""
+    env = parse_dockerfile(REPO / service["build"]["dockerfile"]).env()
+    for entry in service.get("env_file", []):
+        path = entry["path"] if isinstance(entry, dict) else entry
+        assert path == "worker.env", path
+        env.update(read_env_file(WORKER_ENV_EXAMPLE))
+    env.update(service_environment(service))
+    return env
+
+
+def compose_argv(service: dict) -> list[str]:
+    """The argv a compose service's container runs: entrypoint (else the image's ENTRYPOINT)
+    followed by command (else the image's CMD)."""
+    dockerfile = parse_dockerfile(REPO / service["build"]["dockerfile"])
+    entrypoint = service.get("entrypoint") or dockerfile.exec_form("ENTRYPOINT")
+    return list(entrypoint) + list(service.get("command") or dockerfile.exec_form("CMD"))
+
+
 # -- Dockerfiles ------------------------------------------------------------------------------
 @dataclass
 class Dockerfile:

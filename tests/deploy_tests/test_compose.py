@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from .manifests import COMPOSE_FILE, DOCKER, ENV_EXAMPLE, REPO, WORKER_ENV_EXAMPLE, MissingVariable, \
-    active_services, api_get_routes, client_env_names, interpolate, load_compose, parse_dockerfile, \
+    active_services, api_get_routes, client_env_names, compose_argv, compose_container_env, interpolate, load_compose, parse_dockerfile, \
     parse_reward3d_argv, read_env_file, service_environment, settings_env_names, settings_from_env, \
     tool, variables_used  # fmt: skip
 
@@ -79,19 +79,11 @@ def test_init_env_writes_every_secret(tmp_path):
 
 
 def _argv(service: dict) -> list[str]:
-    dockerfile = parse_dockerfile(REPO / service["build"]["dockerfile"])
-    entrypoint = service.get("entrypoint") or dockerfile.exec_form("ENTRYPOINT")
-    return list(entrypoint) + list(service.get("command") or dockerfile.exec_form("CMD"))
+    return compose_argv(service)
 
 
 def _container_env(name: str, service: dict) -> dict[str, str]:
-    """The container's environment: image ENV, then env_file (the example), then environment."""
-    env = parse_dockerfile(REPO / service["build"]["dockerfile"]).env()
-    for entry in service.get("env_file", []):
-        assert entry["path"] == "worker.env" and WORKER_ENV_EXAMPLE.exists()
-        env.update(read_env_file(WORKER_ENV_EXAMPLE))
-    env.update(service_environment(service))
-    return env
+    return compose_container_env(service)
 
 
 @pytest.mark.parametrize("name", REWARD3D_SERVICES)
