@@ -18,7 +18,7 @@ SERVICE_FIELDS = frozenset({
     "max_items_per_request", "max_input_frames", "max_input_side", "max_queued_jobs",
     "max_inflight_per_key", "max_wait_s", "job_retries", "retry_backoff_s", "item_time_limit_s",
     "heartbeat_interval_s", "heartbeat_ttl_s", "watchdog_interval_s", "result_ttl_s",
-    "cache_ttl_s", "blob_ttl_s", "idempotency_ttl_s",
+    "cache_ttl_s", "blob_ttl_s", "idempotency_ttl_s", "worker_ready_file",
 })  # fmt: skip
 
 

@@ -68,4 +68,19 @@ def test_a_worker_that_cannot_start_is_not_ready(redis_url, tmp_path):
     assert not ready.exists()
 
 
-pytestmark = pytest.mark.redis
+
+
+
+def test_the_ready_file_does_not_change_the_scorer_fingerprint(tmp_path):
+    """Where the file lives is plumbing: workers with and without one share the result cache."""
+    from service.jobs.cache import scorer_fingerprint
+    from service.settings import Settings
+
+    plain = Settings(_env_file=None)
+    with_file = Settings(_env_file=None, worker_ready_file=tmp_path / "ready")
+    versions = {"reward3d": "x"}
+    assert scorer_fingerprint(plain, versions=versions, device_type="cpu") == \
+        scorer_fingerprint(with_file, versions=versions, device_type="cpu")  # fmt: skip
+    scoring_change = Settings(_env_file=None, long_side=256)
+    assert scorer_fingerprint(scoring_change, versions=versions, device_type="cpu") != \
+        scorer_fingerprint(plain, versions=versions, device_type="cpu")  # fmt: skip
