@@ -28,7 +28,7 @@ from tests.deploy_tests.manifests import active_services, compose_argv, compose_
 
 from .conftest import PYTHON, REPO, body_bytes
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 # What the api image lacks (it installs only the `api` extra): importing any of these fails.
 NOT_IN_API_IMAGE = ("torch", "cv2", "scipy", "pycolmap", "matplotlib", "safetensors", "PIL",

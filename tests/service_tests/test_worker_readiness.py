@@ -38,6 +38,7 @@ def _wait_for(predicate, timeout: float, process: WorkerProcess) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.redis
 def test_a_worker_is_ready_only_while_warm(redis_url, fresh_redis, tmp_path):
     ready = tmp_path / "ready"
     ready.write_text("left by a killed worker\n")  # stale: must not count as ready
@@ -56,6 +57,7 @@ def test_a_worker_is_ready_only_while_warm(redis_url, fresh_redis, tmp_path):
         worker.stop()
 
 
+@pytest.mark.redis
 def test_a_worker_that_cannot_start_is_not_ready(redis_url, tmp_path):
     ready = tmp_path / "ready"
     ready.write_text("stale\n")
@@ -66,7 +68,6 @@ def test_a_worker_that_cannot_start_is_not_ready(redis_url, tmp_path):
     code = worker.process.wait(120)
     assert code != 0, worker.log_path.read_text()
     assert not ready.exists()
-
 
 
 
