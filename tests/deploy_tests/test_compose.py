@@ -178,3 +178,31 @@ def test_worker_env_example_holds_valid_settings():
     values = read_env_file(WORKER_ENV_EXAMPLE)
     assert set(values) <= settings_env_names()
     settings_from_env(values)
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration ("65m", "1h30m", "90s") in seconds."""
+    import re
+
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_stop_grace_period_covers_the_longest_job():
+    """`docker compose stop` sends SIGTERM; the worker finishes the job in hand. The grace
+    period covers the longest job the API accepts (items x per-item limit) and the stuck-item
+    grace of the last item (service/jobs/worker.py: max(30 s, limit / 2))."""
+    compose = load_compose()
+    api = settings_from_env({k: v for k, v in compose_container_env(compose["services"]["api"]).items()
+                             if k.startswith("REWARD3D_")})  # fmt: skip
+    assert _seconds("1h30m") == 5400 and _seconds("65m") == 3900
+    for name in ("worker", "worker-cpu"):
+        service = compose["services"][name]
+        worker = settings_from_env({k: v for k, v in compose_container_env(service).items()
+                                    if k.startswith("REWARD3D_")})  # fmt: skip
+        limit = worker.item_time_limit_s
+        longest_job_s = api.max_items_per_request * limit + max(30.0, 0.5 * limit)
+        assert _seconds(service["stop_grace_period"]) >= longest_job_s, (name, longest_job_s)
+
