@@ -311,6 +311,84 @@ def api_metric_names() -> set[str]:
     return {family.name for family in metrics.registry.collect()}
 
 
+# -- what an image installs ---------------------------------------------------------------------
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def project_requirements(extras: tuple[str, ...]) -> list[str]:
+    """This checkout's requirements for ``pip install ".[extras]"`` (self-references expanded)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted, seen, todo = list(project["dependencies"]), set(), list(extras)
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in project["optional-dependencies"][extra]:
+            match = re.fullmatch(r"reward3d\[([^\]]+)\]", requirement.strip())
+            if match:
+                todo += [e.strip() for e in match.group(1).split(",")]
+            else:
+                wanted.append(requirement)
+    return wanted
+
+
+def installed_closure(extras: tuple[str, ...]) -> set[str]:
+    """Distributions ``pip install ".[extras]"`` brings (resolved against this environment's
+    installed metadata): what an image built with those extras contains."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    closure: set[str] = set()
+    todo = [(Requirement(r), frozenset()) for r in project_requirements(extras)]
+    while todo:
+        requirement, _ = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        key = (_normalise(requirement.name), frozenset(requirement.extras))
+        if key in closure:
+            continue
+        closure.add(key)
+        try:
+            dist = distribution(requirement.name)
+        except PackageNotFoundError:
+            continue
+        for text in dist.requires or []:
+            nested = Requirement(text)
+            environments = [{"extra": e} for e in requirement.extras] or [{"extra": ""}]
+            if nested.marker is None or any(nested.marker.evaluate(e) for e in environments):
+                todo.append((nested, frozenset()))
+    return {name for name, _ in closure}
+
+
+def modules_outside(extras: tuple[str, ...]) -> set[str]:
+    """Top-level modules installed here whose distributions an image with ``extras`` lacks."""
+    from importlib.metadata import packages_distributions
+
+    inside = installed_closure(extras) | {"reward3d"}  # the project itself (service, trainer_client)
+    return {module for module, dists in packages_distributions().items()
+            if module.isidentifier() and not {_normalise(d) for d in dists} & inside}  # fmt: skip
+
+
+def import_blocker(blocked: set[str], label: str) -> str:
+    """A sitecustomize.py that makes these top-level modules unimportable (ModuleNotFoundError),
+    for a process that must run with only what an image installs."""
+    return f"""
+import importlib.abc, sys
+_BLOCKED = {sorted(blocked)!r}
+class _NotInTheImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _BLOCKED:
+            raise ModuleNotFoundError(f"{{name}} is not installed in the {label} image")
+        return None
+sys.meta_path.insert(0, _NotInTheImage())
+"""
+
+
 # -- kustomize ----------------------------------------------------------------------------------
 TEST_SECRETS = {
     "REDIS_PASSWORD": "test-redis-password-0123456789",

@@ -5,10 +5,11 @@ docker-compose.yml and docker/*.Dockerfile state them, started as processes here
 Only what a container gets from its surroundings is replaced: `reward3d` is this checkout
 (`python -m service.cli`), Redis is the test DB, the blob volume, data dir and ready file are
 temporary folders, the API port is a free one, the thread count is 1 (2 shared cores), and the
-API listens on 127.0.0.1. The API runs with torch, cv2, scipy, pycolmap and the pipeline made
-unimportable, as in the api image (which does not install them). Then a video is scored through
-it with the weights-free classical backend, the compose healthchecks are run, and both stop on
-SIGTERM as `docker compose stop` would ask them to.
+API listens on 127.0.0.1. Each process can import only what its image installs (the `api`
+extra for the API: no torch, no pipeline; the `service` extra for the CPU worker): every other
+installed package is made unimportable. Then a video is scored through them with the
+weights-free classical backend, the compose healthchecks are run, and both stop on SIGTERM as
+`docker compose stop` would ask them to.
 """
 
 from __future__ import annotations
@@ -24,25 +25,11 @@ import pytest
 
 from service.api.encode import encode_binary
 from tests.deploy_tests.manifests import active_services, compose_argv, compose_container_env, \
-    load_compose  # fmt: skip
+    import_blocker, load_compose, modules_outside  # fmt: skip
 
 from .conftest import PYTHON, REPO, body_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-# What the api image lacks (it installs only the `api` extra): importing any of these fails.
-NOT_IN_API_IMAGE = ("torch", "cv2", "scipy", "pycolmap", "matplotlib", "safetensors", "PIL",
-                    "jinja2", "service.pipeline")  # fmt: skip
-BLOCKER = f"""
-import importlib.abc, sys
-class _NotInTheApiImage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if any(name == m or name.startswith(m + ".") for m in {NOT_IN_API_IMAGE!r}):
-            raise ModuleNotFoundError(f"{{name}} is not installed in the api image")
-        return None
-sys.meta_path.insert(0, _NotInTheApiImage())
-"""
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -71,16 +58,22 @@ def test_the_cpu_profile_scores_a_video(redis_url, fresh_redis, tmp_path):
     api, worker = services["api"], services["worker-cpu"]
     port = _free_port()
     blobs, ready = tmp_path / "blobs", tmp_path / "run" / "worker-ready"
-    blocker = tmp_path / "api-image"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    # Each process sees only the packages its image installs: the api image has the `api`
+    # extra (no torch, no pipeline), the worker-cpu image the `service` extra.
+    images = {"api": ("api",), "worker-cpu": ("service",)}
+    blockers = {}
+    for name, extras in images.items():
+        blockers[name] = tmp_path / f"{name}-image"
+        blockers[name].mkdir()
+        (blockers[name] / "sitecustomize.py").write_text(import_blocker(modules_outside(extras), name))
     surroundings = {"REWARD3D_REDIS_URL": redis_url, "REWARD3D_BLOB_DIR": str(blobs),
                     "REWARD3D_DATA_DIR": str(tmp_path / "data"), "REWARD3D_NUM_THREADS": "1"}  # fmt: skip
     api_env, api_replaced = _process_env(compose_container_env(api), {
         **surroundings, "REWARD3D_PORT": str(port), "REWARD3D_HOST": "127.0.0.1"},
-        pythonpath=f"{blocker}{os.pathsep}{REPO}")  # fmt: skip
+        pythonpath=f"{blockers['api']}{os.pathsep}{REPO}")  # fmt: skip
     worker_env, worker_replaced = _process_env(compose_container_env(worker), {
-        **surroundings, "REWARD3D_WORKER_READY_FILE": str(ready)}, pythonpath=str(REPO))  # fmt: skip
+        **surroundings, "REWARD3D_WORKER_READY_FILE": str(ready)},
+        pythonpath=f"{blockers['worker-cpu']}{os.pathsep}{REPO}")  # fmt: skip
     # Every replaced setting was set by the compose file / image (nothing silently added).
     assert api_replaced == {"REWARD3D_REDIS_URL", "REWARD3D_BLOB_DIR", "REWARD3D_DATA_DIR",
                             "REWARD3D_PORT", "REWARD3D_HOST"}  # fmt: skip
@@ -88,8 +81,9 @@ def test_the_cpu_profile_scores_a_video(redis_url, fresh_redis, tmp_path):
                                "REWARD3D_NUM_THREADS", "REWARD3D_WORKER_READY_FILE"}  # fmt: skip
     assert worker_env["REWARD3D_GEOMETRY_BACKEND"] == "classical"
     api_key = api_env["REWARD3D_API_KEYS"].split(",")[0]
-    blocked = subprocess.run([PYTHON, "-c", "import torch"], env=api_env, cwd=tmp_path, capture_output=True)
-    assert blocked.returncode != 0 and b"not installed in the api image" in blocked.stderr
+    for env, module in ((api_env, "torch"), (api_env, "cv2"), (worker_env, "huggingface_hub")):
+        blocked = subprocess.run([PYTHON, "-c", f"import {module}"], env=env, cwd=tmp_path, capture_output=True)
+        assert blocked.returncode != 0 and b"is not installed in the" in blocked.stderr, module
 
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("api", "worker")}
     # cwd: an empty folder, as in the container (no .env of a developer's checkout is read).
