@@ -5,6 +5,8 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# The extras to install: `api`; add `s3` for the S3 blob store (REWARD3D_BLOB_STORE=s3).
+ARG EXTRAS=api
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -13,7 +15,7 @@ COPY pyproject.toml README.md ./
 COPY docker/constraints.txt docker/constraints.txt
 COPY service service
 COPY trainer_client trainer_client
-RUN pip install --constraint docker/constraints.txt ".[api]" \
+RUN pip install --constraint docker/constraints.txt ".[${EXTRAS}]" \
     && python -c "import service.api, av, uvicorn" \
     && ! python -c "import torch" 2>/dev/null
 

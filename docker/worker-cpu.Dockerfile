@@ -7,6 +7,8 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# The extras to install: `service`; add `s3` for the S3 blob store (REWARD3D_BLOB_STORE=s3).
+ARG EXTRAS=service
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -16,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY docker/constraints.txt docker/constraints.txt
 COPY service service
 COPY trainer_client trainer_client
-RUN pip install --constraint docker/constraints.txt ".[service]" \
+RUN pip install --constraint docker/constraints.txt ".[${EXTRAS}]" \
     && python -c "import pycolmap, cv2, service.jobs.worker"
 
 FROM ${PYTHON_IMAGE} AS runtime

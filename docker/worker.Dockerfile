@@ -19,6 +19,8 @@ ARG WITH_TENSORRT=0
 ARG TORCH_TENSORRT_VERSION=2.13.0
 # Ampere (A100, A10/A40, RTX 30), Ada (L4, L40S, RTX 40), Hopper (H100/H200) + PTX for newer.
 ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0+PTX"
+# The extras to install (gsplat comes next); add `s3` for the S3 blob store.
+ARG EXTRAS=service,models
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
@@ -33,7 +35,7 @@ COPY docker/constraints.txt docker/constraints.txt
 COPY service service
 COPY trainer_client trainer_client
 # The service with the learned models' runtime deps (the `models` extra; gsplat comes next).
-RUN pip install --constraint docker/constraints.txt ".[service,models]"
+RUN pip install --constraint docker/constraints.txt ".[${EXTRAS}]"
 # gsplat from source, compiled now against this torch (BUILD_NO_CUDA=0), not at first use;
 # then Depth Anything 3 without its declared export/demo dependencies (docs/models.md), and
 # torch-tensorrt when asked for (it must match TORCH_VERSION exactly).

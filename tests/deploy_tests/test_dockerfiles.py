@@ -122,7 +122,20 @@ def test_the_api_image_installs_no_torch():
     names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in extras["api"]}
     assert not names & {"torch", "reward3d", "opencv-python-headless", "pycolmap", "scipy"}
     api = parse_dockerfile(DOCKER / "api.Dockerfile")
-    assert any('".[api]"' in run and '! python -c "import torch"' in run for run in api.all("RUN"))
+    assert api.args["EXTRAS"] == "api"
+    assert any('".[${EXTRAS}]"' in run and '! python -c "import torch"' in run for run in api.all("RUN"))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.stem)
+def test_image_extras_exist(dockerfile):
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    parsed = parse_dockerfile(dockerfile)
+    for run in parsed.all("RUN"):
+        for group in re.findall(r'"\.\[([^\]]+)\]"', run):
+            names = parsed.args["EXTRAS"] if group == "${EXTRAS}" else group
+            assert set(names.split(",")) <= set(extras), f"{dockerfile.name}: {names}"
 
 
 @pytest.mark.parametrize("image", SERVICE_IMAGES)

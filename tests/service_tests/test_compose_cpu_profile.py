@@ -25,7 +25,7 @@ import pytest
 
 from service.api.encode import encode_binary
 from tests.deploy_tests.manifests import active_services, compose_argv, compose_container_env, \
-    import_blocker, load_compose, modules_outside  # fmt: skip
+    import_blocker, load_compose, modules_outside, parse_dockerfile  # fmt: skip
 
 from .conftest import PYTHON, REPO, body_bytes
 
@@ -58,11 +58,11 @@ def test_the_cpu_profile_scores_a_video(redis_url, fresh_redis, tmp_path):
     api, worker = services["api"], services["worker-cpu"]
     port = _free_port()
     blobs, ready = tmp_path / "blobs", tmp_path / "run" / "worker-ready"
-    # Each process sees only the packages its image installs: the api image has the `api`
-    # extra (no torch, no pipeline), the worker-cpu image the `service` extra.
-    images = {"api": ("api",), "worker-cpu": ("service",)}
+    # Each process sees only the packages its image installs (the Dockerfile's EXTRAS): the api
+    # image has the `api` extra (no torch, no pipeline), the worker-cpu image `service`.
     blockers = {}
-    for name, extras in images.items():
+    for name in ("api", "worker-cpu"):
+        extras = tuple(parse_dockerfile(REPO / services[name]["build"]["dockerfile"]).args["EXTRAS"].split(","))
         blockers[name] = tmp_path / f"{name}-image"
         blockers[name].mkdir()
         (blockers[name] / "sitecustomize.py").write_text(import_blocker(modules_outside(extras), name))
