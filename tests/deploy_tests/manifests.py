@@ -25,7 +25,7 @@ DEPLOY = REPO / "deploy"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 WORKER_ENV_EXAMPLE = DOCKER / "worker.env.example"
-OVERLAYS = ("gpu", "cpu", "gpu-external-redis")
+OVERLAYS = ("gpu", "cpu", "gpu-external-redis", "gpu-s3")
 SETTINGS_PREFIX = "REWARD3D_"
 
 
@@ -404,9 +404,11 @@ def render_overlay(overlay: str, workdir: Path) -> list[dict]:
     kubectl = tool("kubectl")
     copy = workdir / "deploy"
     if not copy.exists():
-        shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secrets.env"))
+        shutil.copytree(DEPLOY, copy, ignore=shutil.ignore_patterns("secrets.env", "s3.env"))
         subprocess.run(["bash", str(copy / "init-secrets.sh"), "--external-redis",
                         TEST_SECRETS["REWARD3D_REDIS_URL"]], check=True, capture_output=True)  # fmt: skip
+        s3 = copy / "components" / "s3-blobs"
+        (s3 / "s3.env").write_text((s3 / "s3.env.example").read_text())
     result = subprocess.run([kubectl, "kustomize", str(copy / "overlays" / overlay)],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -414,12 +416,21 @@ def render_overlay(overlay: str, workdir: Path) -> list[dict]:
 
 
 def container_env(container: dict, objects: list[dict], secrets: dict[str, str]) -> dict[str, str]:
-    """A container's environment as the kubelet builds it: envFrom ConfigMaps, then env with
-    secretKeyRef (values from ``secrets``) and $(VAR) expansion."""
+    """A container's environment as the kubelet builds it: envFrom ConfigMaps and Secrets (as
+    rendered), then env with secretKeyRef (values from ``secrets``) and $(VAR) expansion."""
+    import base64
+
     configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    secret_objects = {o["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in o.get("data", {}).items()}
+                      for o in objects if o["kind"] == "Secret"}  # fmt: skip
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
-        env.update(configmaps[source["configMapRef"]["name"]])
+        if "configMapRef" in source:
+            env.update(configmaps[source["configMapRef"]["name"]])
+        else:
+            ref = source["secretRef"]
+            assert ref["name"] in secret_objects or ref.get("optional"), ref
+            env.update(secret_objects.get(ref["name"], {}))
     for entry in container.get("env", []):
         if "value" in entry:
             env[entry["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
