@@ -133,7 +133,10 @@ def test_secrets_and_configmaps_referenced_exist(rendered, overlay):
     for name, workload in _workloads(objects).items():
         for container in workload["spec"]["template"]["spec"]["containers"]:
             for source in container.get("envFrom", []):
-                assert source["configMapRef"]["name"] in configmaps
+                if "configMapRef" in source:
+                    assert source["configMapRef"]["name"] in configmaps
+                else:
+                    assert source["secretRef"]["name"] in secrets or source["secretRef"].get("optional")
             for entry in container.get("env", []):
                 ref = entry.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
