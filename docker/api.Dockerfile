@@ -33,6 +33,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     REWARD3D_BLOB_DIR=/data/blobs
 USER 10001:10001
 WORKDIR /home/reward3d
+# The final image can import what the API needs (system libraries included).
+RUN python -c "import service.api.app, av, uvicorn, redis, rq"
 EXPOSE 8000
 # Liveness of the process (readiness, with Redis and a warm worker, is /readyz).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

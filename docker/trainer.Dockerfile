@@ -42,6 +42,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/models/huggingface
 USER 10001:10001
 WORKDIR /runs
+RUN python -c "import torch, diffusers, peft, trainer_client.cli"
 # A batch process: it is healthy while it runs, and its exit code says how it ended
 # (0 done, 1 failed, 2 bad config, 130 interrupted after a checkpoint).
 HEALTHCHECK NONE

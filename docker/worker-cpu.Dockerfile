@@ -37,6 +37,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     REWARD3D_WORKER_READY_FILE=/run/reward3d/worker-ready
 USER 10001:10001
 WORKDIR /home/reward3d
+# The final image can import the whole CPU pipeline (system libraries included).
+RUN python -c "import cv2, pycolmap, av, torch, service.pipeline, service.jobs.worker"
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
     CMD ["sh", "-c", "test -f \"$REWARD3D_WORKER_READY_FILE\""]
 ENTRYPOINT ["reward3d"]

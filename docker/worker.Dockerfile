@@ -70,6 +70,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     REWARD3D_WORKER_READY_FILE=/run/reward3d/worker-ready
 USER 10001:10001
 WORKDIR /home/reward3d
+# The final image imports the pipeline (system libraries included); gsplat's kernels load on a GPU.
+RUN python -c "import cv2, pycolmap, av, torch, depth_anything_3, transformers, service.pipeline, service.jobs.worker"
 # Healthy = models loaded and warmed, taking jobs (service/jobs/readiness.py). Loading DA3 and
 # the VLM (and building a TensorRT engine the first time) takes minutes: a long start period.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=900s --retries=3 \

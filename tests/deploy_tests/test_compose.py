@@ -206,3 +206,11 @@ def test_stop_grace_period_covers_the_longest_job():
         longest_job_s = api.max_items_per_request * limit + max(30.0, 0.5 * limit)
         assert _seconds(service["stop_grace_period"]) >= longest_job_s, (name, longest_job_s)
 
+
+def test_images_without_a_build_are_pinned():
+    for name, service in load_compose()["services"].items():
+        if "build" not in service:
+            image = service["image"]
+            tag = image.rpartition(":")[2]
+            assert ":" in image and tag != "latest" and any(c.isdigit() for c in tag), f"{name}: {image}"
+

@@ -207,7 +207,12 @@ def test_redis_is_durable_and_only_api_and_workers_reach_it(rendered):
         (client,) = by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
         url = container_env(client, objects, TEST_SECRETS)["REWARD3D_REDIS_URL"]
         assert url == f"redis://:{TEST_SECRETS['REDIS_PASSWORD']}@reward3d-redis:6379/0"
-    assert "reward3d-redis" in by_kind(objects, "Service")
+    service = by_kind(objects, "Service")["reward3d-redis"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert service["spec"]["ports"][0]["port"] == 6379 == ports[service["spec"]["ports"][0]["targetPort"]]
+    assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+    image, _, tag = container["image"].rpartition(":")
+    assert image == "redis" and tag != "latest" and any(c.isdigit() for c in tag)
     (policy,) = by_kind(objects, "NetworkPolicy").values()
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
         redis["spec"]["template"]["metadata"]["labels"].items()  # fmt: skip
