@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Write .env for docker compose with fresh secrets (never overwrites an existing .env).
-#   bash docker/init-env.sh          # GPU box (COMPOSE_PROFILES=gpu)
+#   bash docker/init-env.sh          # GPU box: one worker per GPU (1, 2, 4 or 8; nvidia-smi -L)
 #   bash docker/init-env.sh --cpu    # laptop: the weights-free CPU worker
 set -euo pipefail
 cd "$(dirname "$0")/.."
-profile=gpu
 case "${1:-}" in
   --cpu) profile=cpu ;;
-  --gpu | "") ;;
+  --gpu | "")
+    gpus=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU ' || true)
+    if [ "$gpus" -ge 8 ]; then profile=gpu,gpus-8
+    elif [ "$gpus" -ge 4 ]; then profile=gpu,gpus-4
+    elif [ "$gpus" -ge 2 ]; then profile=gpu,gpus-2
+    else profile=gpu
+    fi
+    echo "GPUs seen: ${gpus} (nvidia-smi -L); one worker per GPU, up to 8: COMPOSE_PROFILES=${profile}" ;;
   *) echo "usage: $0 [--gpu|--cpu]" >&2; exit 2 ;;
 esac
 if [ -e .env ]; then

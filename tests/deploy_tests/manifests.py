@@ -132,10 +132,19 @@ def active_services(compose: dict, profiles: set[str]) -> dict[str, dict]:
             if not service.get("profiles") or profiles & set(service["profiles"])}  # fmt: skip
 
 
+def service_dockerfile(service: dict) -> Path:
+    """The Dockerfile a compose service's image comes from: its own build, or (pull_policy
+    never) the Dockerfile of the image another service builds."""
+    if "build" in service:
+        return REPO / service["build"]["dockerfile"]
+    assert service.get("pull_policy") == "never", "an image of ours that nothing builds"
+    return dockerfile_for_image(service["image"])
+
+
 def compose_container_env(service: dict) -> dict[str, str]:
     """A compose service's container environment: the image's ENV, then env_file (worker.env:
     its example), then `environment` (compose's order of precedence)."""
-    env = parse_dockerfile(REPO / service["build"]["dockerfile"]).env()
+    env = parse_dockerfile(service_dockerfile(service)).env()
     for entry in service.get("env_file", []):
         path = entry["path"] if isinstance(entry, dict) else entry
         assert path == "worker.env", path
@@ -147,7 +156,7 @@ def compose_container_env(service: dict) -> dict[str, str]:
 def compose_argv(service: dict) -> list[str]:
     """The argv a compose service's container runs: entrypoint (else the image's ENTRYPOINT)
     followed by command (else the image's CMD)."""
-    dockerfile = parse_dockerfile(REPO / service["build"]["dockerfile"])
+    dockerfile = parse_dockerfile(service_dockerfile(service))
     entrypoint = service.get("entrypoint") or dockerfile.exec_form("ENTRYPOINT")
     return list(entrypoint) + list(service.get("command") or dockerfile.exec_form("CMD"))
 

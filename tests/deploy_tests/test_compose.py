@@ -14,7 +14,11 @@ from .manifests import COMPOSE_FILE, DOCKER, ENV_EXAMPLE, REPO, WORKER_ENV_EXAMP
     parse_reward3d_argv, read_env_file, service_environment, settings_env_names, settings_from_env, \
     tool, variables_used  # fmt: skip
 
-REWARD3D_SERVICES = ("api", "worker", "worker-cpu")
+# Services running `reward3d` (every image of ours but rq-dashboard).
+OUR_REGISTRY = read_env_file(ENV_EXAMPLE)["IMAGE_REGISTRY"] + "/"
+REWARD3D_SERVICES = tuple(name for name, service in load_compose()["services"].items()
+                          if service["image"].startswith(OUR_REGISTRY) and not name.startswith("rq-"))  # fmt: skip
+GPU_WORKERS = tuple(name for name in REWARD3D_SERVICES if name == "worker" or name.startswith("worker-gpu"))
 
 
 def _check_jsonschema(path) -> subprocess.CompletedProcess:
@@ -88,11 +92,16 @@ def _container_env(name: str, service: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", REWARD3D_SERVICES)
 def test_services_build_their_image_and_run_a_real_command(name):
-    service = load_compose()["services"][name]
-    assert (REPO / service["build"]["dockerfile"]).is_file()
-    assert service["build"]["context"] == "."
+    compose = load_compose()
+    service = compose["services"][name]
     image_name = service["image"].rsplit("/", 1)[-1].split(":")[0]
-    assert REPO / service["build"]["dockerfile"] == DOCKER / f"{image_name}.Dockerfile"
+    if "build" in service:
+        assert service["build"]["context"] == "."
+        assert REPO / service["build"]["dockerfile"] == DOCKER / f"{image_name}.Dockerfile"
+    else:  # uses the image another service builds
+        assert service["pull_policy"] == "never"
+        assert [s for s in compose["services"].values() if s["image"] == service["image"] and "build" in s]
+    assert (DOCKER / f"{image_name}.Dockerfile").is_file()
     parse_reward3d_argv(_argv(service))  # raises on an unknown command or option
 
 
@@ -125,18 +134,55 @@ def test_the_api_port_healthcheck_and_auth():
     assert f"127.0.0.1:{settings.port}/healthz" in check and "/healthz" in api_get_routes()
 
 
+def _gpu_ids(compose: dict, profiles: set[str]) -> list[str]:
+    """The GPU each started worker reserves, in service order."""
+    ids = []
+    for name, service in active_services(compose, profiles).items():
+        for device in service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", []):
+            assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], name
+            assert name in GPU_WORKERS
+            ids += device["device_ids"]
+    return ids
+
+
+@pytest.mark.parametrize("gpus, profiles", [(1, "gpu"), (2, "gpu,gpus-2"), (4, "gpu,gpus-4"),
+                                            (8, "gpu,gpus-8")])  # fmt: skip
+def test_one_gpu_worker_per_gpu(gpus, profiles):
+    compose = load_compose()
+    assert _gpu_ids(compose, set(profiles.split(","))) == [str(i) for i in range(gpus)]
+
+
+@pytest.mark.parametrize("gpus, profiles", [(0, "gpu"), (1, "gpu"), (3, "gpu,gpus-2"), (4, "gpu,gpus-4"),
+                                            (7, "gpu,gpus-4"), (8, "gpu,gpus-8"), (16, "gpu,gpus-8")])  # fmt: skip
+def test_init_env_counts_the_gpus(tmp_path, gpus, profiles):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\n[ \"$1\" = -L ] || exit 2\n" + "".join(
+        f"echo 'GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i})'\n" for i in range(gpus)))  # fmt: skip
+    (fake / "nvidia-smi").chmod(0o755)
+    (tmp_path / "docker").mkdir()
+    (tmp_path / ".env.example").write_text(ENV_EXAMPLE.read_text())
+    (tmp_path / "docker" / "init-env.sh").write_text((DOCKER / "init-env.sh").read_text())
+    import os
+
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(["bash", str(tmp_path / "docker" / "init-env.sh")], env=env,
+                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert read_env_file(tmp_path / ".env")["COMPOSE_PROFILES"] == profiles
+
+
 def test_workers_gpu_and_cpu_profiles():
     compose = load_compose()
     gpu, cpu = compose["services"]["worker"], compose["services"]["worker-cpu"]
     assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
-    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert "/models:ro" in " ".join(gpu["volumes"])  # weights mounted read-only, not in the image
+    for name in GPU_WORKERS:  # weights mounted read-only, never in the image
+        assert "/models:ro" in " ".join(compose["services"][name]["volumes"])
     cpu_settings = settings_from_env({k: v for k, v in _container_env("worker-cpu", cpu).items()
                                       if k.startswith("REWARD3D_")})  # fmt: skip
     assert cpu_settings.device == "cpu" and cpu_settings.geometry_backend.value == "classical"
     assert "deploy" not in cpu  # no GPU needed: any laptop
-    for worker in (gpu, cpu):
+    for worker in [compose["services"][n] for n in GPU_WORKERS] + [cpu]:
         ready = _container_env("x", worker)["REWARD3D_WORKER_READY_FILE"]
         assert ready and "$$REWARD3D_WORKER_READY_FILE" not in " ".join(worker["healthcheck"]["test"])
         assert "$REWARD3D_WORKER_READY_FILE" in " ".join(worker["healthcheck"]["test"])
@@ -145,6 +191,7 @@ def test_workers_gpu_and_cpu_profiles():
     assert set(active_services(compose, set())) == {"redis", "api"}
     assert set(active_services(compose, {"cpu"})) == {"redis", "api", "worker-cpu"}
     assert set(active_services(compose, {"gpu"})) == {"redis", "api", "worker"}
+    assert not set(active_services(compose, {"gpus-8"})) & {"worker", "worker-cpu"}  # gpu adds GPU 0
 
 
 def test_redis_is_durable_private_and_password_protected():
@@ -198,7 +245,7 @@ def test_stop_grace_period_covers_the_longest_job():
     api = settings_from_env({k: v for k, v in compose_container_env(compose["services"]["api"]).items()
                              if k.startswith("REWARD3D_")})  # fmt: skip
     assert _seconds("1h30m") == 5400 and _seconds("65m") == 3900
-    for name in ("worker", "worker-cpu"):
+    for name in GPU_WORKERS + ("worker-cpu",):
         service = compose["services"][name]
         worker = settings_from_env({k: v for k, v in compose_container_env(service).items()
                                     if k.startswith("REWARD3D_")})  # fmt: skip
@@ -209,7 +256,7 @@ def test_stop_grace_period_covers_the_longest_job():
 
 def test_images_without_a_build_are_pinned():
     for name, service in load_compose()["services"].items():
-        if "build" not in service:
+        if "build" not in service and not service["image"].startswith(OUR_REGISTRY):
             image = service["image"]
             tag = image.rpartition(":")[2]
             assert ":" in image and tag != "latest" and any(c.isdigit() for c in tag), f"{name}: {image}"
