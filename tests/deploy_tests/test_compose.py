@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from .manifests import COMPOSE_FILE, DOCKER, ENV_EXAMPLE, REPO, WORKER_ENV_EXAMPLE, MissingVariable, \
-    active_services, api_get_routes, client_env_names, compose_argv, compose_container_env, interpolate, load_compose, parse_dockerfile, \
-    parse_reward3d_argv, read_env_file, service_environment, settings_env_names, settings_from_env, \
-    tool, variables_used  # fmt: skip
+    active_services, api_get_routes, client_env_names, compose_argv, compose_container_env, \
+    interpolate, load_compose, parse_reward3d_argv, read_env_file, settings_env_names, \
+    settings_from_env, tool, variables_used  # fmt: skip
 
 # Services running `reward3d` (every image of ours but rq-dashboard).
 OUR_REGISTRY = read_env_file(ENV_EXAMPLE)["IMAGE_REGISTRY"] + "/"
@@ -82,14 +82,6 @@ def test_init_env_writes_every_secret(tmp_path):
     assert again.returncode != 0 and read_env_file(tmp_path / ".env") == env  # never overwrites
 
 
-def _argv(service: dict) -> list[str]:
-    return compose_argv(service)
-
-
-def _container_env(name: str, service: dict) -> dict[str, str]:
-    return compose_container_env(service)
-
-
 @pytest.mark.parametrize("name", REWARD3D_SERVICES)
 def test_services_build_their_image_and_run_a_real_command(name):
     compose = load_compose()
@@ -102,13 +94,13 @@ def test_services_build_their_image_and_run_a_real_command(name):
         assert service["pull_policy"] == "never"
         assert [s for s in compose["services"].values() if s["image"] == service["image"] and "build" in s]
     assert (DOCKER / f"{image_name}.Dockerfile").is_file()
-    parse_reward3d_argv(_argv(service))  # raises on an unknown command or option
+    parse_reward3d_argv(compose_argv(service))  # raises on an unknown command or option
 
 
 @pytest.mark.parametrize("name", REWARD3D_SERVICES)
 def test_service_settings_are_real_and_valid(name):
     service = load_compose()["services"][name]
-    env = _container_env(name, service)
+    env = compose_container_env(service)
     ours = {k: v for k, v in env.items() if k.startswith("REWARD3D_")}
     unknown = set(ours) - settings_env_names() - client_env_names()
     assert not unknown, f"{name}: not settings: {sorted(unknown)}"
@@ -123,10 +115,10 @@ def test_service_settings_are_real_and_valid(name):
 def test_the_api_port_healthcheck_and_auth():
     compose = load_compose()
     api = compose["services"]["api"]
-    settings = settings_from_env({k: v for k, v in _container_env("api", api).items()
+    settings = settings_from_env({k: v for k, v in compose_container_env(api).items()
                                   if k.startswith("REWARD3D_")})  # fmt: skip
     assert settings.embedded_workers == 0 or "--workers" in api["command"]
-    assert parse_reward3d_argv(_argv(api)).params["workers"] == 0  # no worker inside the API
+    assert parse_reward3d_argv(compose_argv(api)).params["workers"] == 0  # no worker inside the API
     published = api["ports"][0].rsplit(":", 1)[-1]
     assert int(published) == settings.port == 8000
     assert settings.host == "0.0.0.0" and settings.api_keys and not settings.insecure_no_auth
@@ -178,12 +170,12 @@ def test_workers_gpu_and_cpu_profiles():
     assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
     for name in GPU_WORKERS:  # weights mounted read-only, never in the image
         assert "/models:ro" in " ".join(compose["services"][name]["volumes"])
-    cpu_settings = settings_from_env({k: v for k, v in _container_env("worker-cpu", cpu).items()
+    cpu_settings = settings_from_env({k: v for k, v in compose_container_env(cpu).items()
                                       if k.startswith("REWARD3D_")})  # fmt: skip
     assert cpu_settings.device == "cpu" and cpu_settings.geometry_backend.value == "classical"
     assert "deploy" not in cpu  # no GPU needed: any laptop
     for worker in [compose["services"][n] for n in GPU_WORKERS] + [cpu]:
-        ready = _container_env("x", worker)["REWARD3D_WORKER_READY_FILE"]
+        ready = compose_container_env(worker)["REWARD3D_WORKER_READY_FILE"]
         assert ready and "$$REWARD3D_WORKER_READY_FILE" not in " ".join(worker["healthcheck"]["test"])
         assert "$REWARD3D_WORKER_READY_FILE" in " ".join(worker["healthcheck"]["test"])
         assert worker["stop_grace_period"]  # SIGTERM finishes the job in hand

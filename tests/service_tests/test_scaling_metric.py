@@ -11,7 +11,6 @@ import pytest
 
 from service.api.encode import encode_binary
 
-from service.jobs import keys
 from service.jobs.queue import make_queue
 
 from .conftest import ApiServer, WorkerProcess, auth, body_bytes, clip_arrays, make_settings
