@@ -15,7 +15,8 @@ if [ -e "$target" ]; then
   echo "$target exists; not overwriting it" >&2
   exit 1
 fi
-secret() { python3 -c "import secrets; print(secrets.token_urlsafe($1))"; }
+# $1 random bytes, URL-safe base64 (safe in a Redis URL and in sed).
+secret() { head -c "$1" /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
 client_key="r3d_$(secret 32)"
 metrics_key="r3d_$(secret 32)"
 umask 077
