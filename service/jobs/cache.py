@@ -13,12 +13,13 @@ import json
 
 # Settings that cannot change a score (where things live, limits, timeouts, the queue).
 SERVICE_FIELDS = frozenset({
+    "worker_ready_file",
     "redis_url", "api_keys", "api_keys_file", "insecure_no_auth", "metrics_public", "data_dir",
     "blob_dir", "queue_name", "host", "port", "embedded_workers", "max_body_mb", "max_json_mb",
     "max_items_per_request", "max_input_frames", "max_input_side", "max_queued_jobs",
     "max_inflight_per_key", "max_wait_s", "job_retries", "retry_backoff_s", "item_time_limit_s",
     "heartbeat_interval_s", "heartbeat_ttl_s", "watchdog_interval_s", "result_ttl_s",
-    "cache_ttl_s", "blob_ttl_s", "idempotency_ttl_s", "worker_ready_file",
+    "cache_ttl_s", "blob_ttl_s", "idempotency_ttl_s",
 })  # fmt: skip
 
 
