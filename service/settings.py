@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         20, ge=2, description="A job whose worker is silent this long is re-queued."
     )
     watchdog_interval_s: float = Field(2.0, gt=0, description="Period of the re-queue sweep.")
+    worker_ready_file: Path | None = Field(
+        None,
+        description="A worker writes this file once its models are warm and removes it when it "
+        "stops (for `exec: test -f` readiness probes; service/jobs/readiness.py).",
+    )
     # Lifetimes of what the service keeps (seconds).
     result_ttl_s: int = Field(86_400, ge=1, description="Finished jobs and their results.")
     cache_ttl_s: int = Field(7 * 86_400, ge=0, description="Result cache (0 = no cache).")

@@ -13,6 +13,7 @@ import json
 
 # Settings that cannot change a score (where things live, limits, timeouts, the queue).
 SERVICE_FIELDS = frozenset({
+    "worker_ready_file",
     "redis_url", "api_keys", "api_keys_file", "insecure_no_auth", "metrics_public", "data_dir",
     "blob_dir", "queue_name", "host", "port", "embedded_workers", "max_body_mb", "max_json_mb",
     "max_items_per_request", "max_input_frames", "max_input_side", "max_queued_jobs",

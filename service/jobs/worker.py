@@ -3,7 +3,8 @@
 - No fork per job (rq's default): CUDA cannot be used in a forked child, and models must be
   loaded once. Jobs run in this process, one at a time.
 - Ready only when warm: the pipeline is built and run on a tiny clip before the worker
-  registers; ``/readyz`` looks for a live, warm worker.
+  registers; ``/readyz`` looks for a live, warm worker, and ``worker_ready_file`` (if set)
+  exists only from then until the worker stops (service/jobs/readiness.py).
 - Heartbeat thread: every ``heartbeat_interval_s`` it refreshes this worker's liveness key and
   the started-registry entry of the job in hand (a silent worker's job is re-queued by the
   watchdog after ``heartbeat_ttl_s``), runs the watchdog sweep, and ends the process if an
@@ -34,6 +35,7 @@ from service.jobs.blobs import open_blob_store
 from service.jobs.cache import scorer_fingerprint
 from service.jobs.connection import redis_connection
 from service.jobs.queue import NoJobTimeout, RewardJob, make_queue
+from service.jobs.readiness import clear_ready, mark_ready
 from service.jobs.records import JobRecords
 from service.jobs.stats import StatsWriter
 from service.jobs.tasks import WorkerContext, set_context
@@ -49,10 +51,12 @@ class RewardWorker(SimpleWorker):
     death_penalty_class = NoJobTimeout  # per-item limits instead (tasks.py)
     max_connection_wait_time = 5.0  # reconnect to a restarted Redis within seconds
 
-    def __init__(self, *args, context: WorkerContext, **kwargs) -> None:
+    def __init__(self, *args, context: WorkerContext, ready_info: dict | None = None,
+                 **kwargs) -> None:  # fmt: skip
         kwargs.setdefault("serializer", JSONSerializer)
         super().__init__(*args, **kwargs)
         self.context = context
+        self.ready_info = ready_info or {}
         self.job_in_hand = None  # (job, execution) while a job runs
         self.stop_signalled = False
         self.maintenance_interval = max(int(context.settings.watchdog_interval_s), 1)
@@ -89,6 +93,9 @@ class RewardWorker(SimpleWorker):
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
             super()._install_signal_handlers()
+        # Ready from here on, not before: a SIGTERM now gets the warm shutdown (which removes
+        # the file), not the default kill that would leave a stale file behind.
+        mark_ready(self.context.settings.worker_ready_file, self.ready_info)
 
     def request_stop(self, signum, frame) -> None:
         self.stop_signalled = True
@@ -219,6 +226,7 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
     """Build, warm, then work until SIGTERM (or until the queue is empty with ``burst``)."""
     if not settings.redis_url:
         raise ValueError("a worker needs REWARD3D_REDIS_URL (or REDIS_URL)")
+    clear_ready(settings.worker_ready_file)  # a killed predecessor's file: not warm yet
     connection = redis_connection(settings.redis_url)
     store = open_blob_store(settings)
     started = time.perf_counter()
@@ -242,7 +250,8 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
     try:
         while True:
             worker = RewardWorker([make_queue(connection, settings)], connection=connection,
-                                  name=f"{name}.{generation}", context=context)  # fmt: skip
+                                  name=f"{name}.{generation}", context=context,
+                                  ready_info={"name": name, **info})  # fmt: skip
             holder["worker"] = worker
             try:
                 worker.work(burst=burst, logging_level=logging_level)
@@ -253,6 +262,7 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
             generation += 1  # work() gave up (Redis went away...): go again, models kept
             time.sleep(1.0)
     finally:
+        clear_ready(settings.worker_ready_file)  # first: no probe may see a stopping worker ready
         holder["worker"] = None
         heartbeat.stop()
         try:
