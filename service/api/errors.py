@@ -23,6 +23,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.jobs.blobs import BlobStoreUnavailableError
+
 log = logging.getLogger("reward3d.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -148,6 +150,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+
+    @app.exception_handler(BlobStoreUnavailableError)
+    async def _blob_store_down(request: Request, exc: BlobStoreUnavailableError) -> Response:
+        log.warning("blob store unavailable during %s %s: %s", request.method, request.url.path, exc)
+        problem = Problem("unavailable", "the blob store is unreachable; nothing was accepted, retry "
+                          "shortly", headers={"Retry-After": "2"})  # fmt: skip
+        return problem_response(problem, request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

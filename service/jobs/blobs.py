@@ -33,6 +33,10 @@ class BlobMissingError(FileNotFoundError):
     """A referenced blob is gone (expired or deleted)."""
 
 
+class BlobStoreUnavailableError(OSError):
+    """The store cannot be reached (an S3 endpoint down or refusing): transient, retry later."""
+
+
 class BlobRef(BaseModel):
     """Where a job finds one input: what the API stored, what the worker reads."""
 
@@ -228,10 +232,13 @@ class S3BlobStore(DirectoryBlobStore):
 
     def publish(self, ref: BlobRef, path: Path) -> None:
         self._prune_cache()
-        if self.objects.exists(self._name(ref)):
-            self.objects.refresh(self._name(ref))  # same content uploaded before: renew its age
-        else:
-            self.objects.put_file(self._name(ref), path)
+        try:
+            if self.objects.exists(self._name(ref)):
+                self.objects.refresh(self._name(ref))  # same content uploaded before: renew its age
+            else:
+                self.objects.put_file(self._name(ref), path)
+        except Exception as error:  # botocore: endpoint down, throttled past retries, denied
+            raise BlobStoreUnavailableError(f"the S3 blob store did not take the upload: {error}") from None
 
     def exists(self, ref: BlobRef) -> bool:
         return self.objects.exists(self._name(ref))
@@ -246,6 +253,8 @@ class S3BlobStore(DirectoryBlobStore):
                 self.objects.download(self._name(ref), path)
             except ObjectMissingError:
                 raise BlobMissingError(f"input {ref.sha256[:12]} is no longer stored (expired?)") from None
+            except Exception as error:
+                raise BlobStoreUnavailableError(f"the S3 blob store is unreachable: {error}") from None
         return path
 
     def touch(self, ref: BlobRef) -> None:

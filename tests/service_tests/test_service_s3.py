@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from service.api.encode import encode_binary
+from service.jobs import keys
 from service.jobs.blobs import BlobMissingError, S3BlobStore, open_blob_store
 from service.jobs.object_storage import S3Objects
 
@@ -22,18 +23,27 @@ BUCKET = "reward3d-test"
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    with socket.socket() as probe:  # a free port
+    pytest.importorskip("boto3")
+    pytest.importorskip("moto.server")
+    server, endpoint = start_s3_server()
+    yield endpoint
+    server.stop()
+
+
+def start_s3_server():
+    """moto's S3 HTTP server on a free port, with the test bucket: (server, endpoint)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     credentials = dict(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
     boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.stop()
+    return server, endpoint
 
 
 @pytest.fixture
@@ -129,4 +139,28 @@ def test_service_with_s3_and_no_shared_directory(s3_endpoint, aws_env, redis_url
             assert not (tmp_path / "api" / "blobs" / "reports").exists()
     finally:
         worker.stop()
+        server.stop()
+
+
+def test_an_unreachable_bucket_is_a_503_with_retry_after_and_nothing_is_accepted(
+    aws_env, redis_url, fresh_redis, tmp_path
+):
+    pytest.importorskip("moto.server")
+    server_s3, endpoint = start_s3_server()
+    settings = make_settings(redis_url, tmp_path / "api", blob_store="s3", s3_bucket=BUCKET,
+                             s3_prefix="t4", s3_endpoint_url=endpoint, s3_region="us-east-1")  # fmt: skip
+    server = ApiServer(settings).start()
+    try:
+        server_s3.stop()  # the store goes away after the API started
+        jobs_before = set(fresh_redis.scan_iter(match=keys.job("*")))
+        video, geometry = clip_arrays("orbit", 4, 16, 24, seed=11)
+        headers, parts = encode_binary([video], geometry=[geometry])
+        with httpx.Client(base_url=server.url, headers=auth(), timeout=60) as client:
+            response = client.post("/v1/score", headers=headers, content=body_bytes(parts))
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"] and response.json()["code"] == "unavailable"
+            assert "blob store" in response.json()["detail"]
+            assert client.get("/healthz").status_code == 200
+        assert set(fresh_redis.scan_iter(match=keys.job("*"))) == jobs_before  # no job was created
+    finally:
         server.stop()
