@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 
 from service.jobs import keys
 from service.jobs.batching import is_out_of_memory, run_in_batches
-from service.jobs.blobs import BlobMissingError
+from service.jobs.blobs import BlobMissingError, BlobStoreUnavailableError
 from service.jobs.cache import item_cache_key
 from service.jobs.deadline import ItemTimeout, time_limit
 from service.jobs.records import TERMINAL, ItemSpec, JobRecords
@@ -107,7 +107,8 @@ def score_job(job_id: str) -> dict[str, Any]:
 
 # -- one item -------------------------------------------------------------------------------
 def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) -> str:
-    """The item's outcome JSON. Raises JobStopped, out-of-memory errors and Redis errors."""
+    """The item's outcome JSON. Raises JobStopped, out-of-memory errors, Redis errors and
+    BlobStoreUnavailableError."""
     from service.pipeline.types import PipelineInputError
 
     settings = context.settings
@@ -136,8 +137,8 @@ def score_item(context: WorkerContext, job_id: str, index: int, item: ItemSpec) 
         return _failed(context, index, item, "input_expired", str(exc))
     except ItemTimeout as exc:
         return _failed(context, index, item, "timeout", str(exc))
-    except JobStopped:
-        raise
+    except (JobStopped, BlobStoreUnavailableError):
+        raise  # a store outage fails no item: the job is retried with backoff, as for Redis
     except Exception as exc:
         if is_out_of_memory(exc):
             raise  # the batch runner splits and retries

@@ -164,3 +164,42 @@ def test_an_unreachable_bucket_is_a_503_with_retry_after_and_nothing_is_accepted
         assert set(fresh_redis.scan_iter(match=keys.job("*"))) == jobs_before  # no job was created
     finally:
         server.stop()
+
+
+def test_a_store_outage_during_scoring_delays_the_job_but_fails_no_item(
+    aws_env, redis_url, fresh_redis, tmp_path
+):
+    """The bucket vanishes between the upload and the worker's download, then comes back:
+    the job is retried with backoff and finishes ok (a per-item failure would be a lost reward)."""
+    pytest.importorskip("moto.server")
+    import time
+
+    from moto.server import ThreadedMotoServer
+
+    server_s3, endpoint = start_s3_server()
+    port = int(endpoint.rsplit(":", 1)[1])
+    s3 = dict(blob_store="s3", s3_bucket=BUCKET, s3_prefix="t5", s3_endpoint_url=endpoint,
+              s3_region="us-east-1", retry_backoff_s=[2, 2, 2])  # fmt: skip
+    api = ApiServer(make_settings(redis_url, tmp_path / "api", **s3)).start()
+    worker = None
+    try:
+        video, geometry = clip_arrays("orbit", 6, 36, 64, seed=12)
+        headers, parts = encode_binary([video], geometry=[geometry], options={"long_side": 64})
+        with httpx.Client(base_url=api.url, headers=auth(), timeout=120) as client:
+            accepted = client.post("/v1/score", headers=headers, content=body_bytes(parts))
+            assert accepted.status_code == 202, accepted.text  # no worker yet: it waits queued
+            server_s3.stop()  # moto keeps its objects in this process: a restart finds them
+            worker = WorkerProcess(make_settings(redis_url, tmp_path / "worker", **s3),
+                                   tmp_path / "worker.log").start().wait_warm(fresh_redis)  # fmt: skip
+            time.sleep(3.0)  # the worker takes the job, cannot download, the job waits for its retry
+            server_s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+            server_s3.start()
+            job = client.get(f"/v1/jobs/{accepted.json()['id']}?wait=60").json()
+            assert job["status"] == "finished", job
+            assert job["items"][0]["status"] == "ok", job["items"][0]
+        assert "unreachable" in (tmp_path / "worker.log").read_text()  # the outage really happened
+    finally:
+        if worker is not None:
+            worker.stop()
+        api.stop()
+        server_s3.stop()
