@@ -21,17 +21,6 @@ KUBERNETES_VERSION = "1.30.0"  # the oldest release we support; the schemas are 
 SCALEDOBJECT_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "keda-scaledobject.schema.json").read_text())
 
 
-def _has_s3_store() -> bool:
-    from service.settings import Settings
-
-    return "blob_store" in Settings.model_fields
-
-
-# The s3 overlay configures settings (REWARD3D_BLOB_STORE, ...) that exist once the S3 blob
-# store (service/jobs/object_storage.py) is in this checkout; without it, it is not checked.
-CHECKED = tuple(o for o in OVERLAYS if o != "gpu-s3" or _has_s3_store())
-
-
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     workdir = tmp_path_factory.mktemp("kustomize")
@@ -97,7 +86,7 @@ def test_the_scaledobject_schema_is_strict(rendered):
             jsonschema.validate(broken, SCALEDOBJECT_SCHEMA)
 
 
-@pytest.mark.parametrize("overlay", CHECKED)
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_images_commands_and_settings_are_real(rendered, overlay):
     objects = rendered[overlay]
     for name, workload in by_kind(objects, "Deployment").items():
@@ -125,7 +114,7 @@ def test_images_commands_and_settings_are_real(rendered, overlay):
             assert "ReadWriteMany" in pvc["spec"]["accessModes"], "API and workers share the blobs"
 
 
-@pytest.mark.parametrize("overlay", CHECKED)
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_secrets_and_configmaps_referenced_exist(rendered, overlay):
     objects = rendered[overlay]
     secrets = {name: set(obj.get("data", {})) for name, obj in by_kind(objects, "Secret").items()}
@@ -143,7 +132,7 @@ def test_secrets_and_configmaps_referenced_exist(rendered, overlay):
                     assert ref["key"] in secrets.get(ref["name"], set()), f"{name}: {ref}"
 
 
-@pytest.mark.parametrize("overlay", CHECKED)
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_api_ports_and_probes(rendered, overlay):
     objects = rendered[overlay]
     api = by_kind(objects, "Deployment")["reward3d-api"]
@@ -165,7 +154,7 @@ def test_api_ports_and_probes(rendered, overlay):
     assert hpa["spec"]["scaleTargetRef"]["name"] == "reward3d-api" and hpa["spec"]["minReplicas"] >= 2
 
 
-@pytest.mark.parametrize("overlay", CHECKED)
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_worker_readiness_and_grace_period(rendered, overlay):
     objects = rendered[overlay]
     worker = by_kind(objects, "Deployment")["reward3d-worker"]
@@ -267,9 +256,6 @@ def test_the_s3_overlay(rendered):
         (container,) = by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
         env = container_env(container, objects, TEST_SECRETS)
         assert env["AWS_ACCESS_KEY_ID"] and env["AWS_SECRET_ACCESS_KEY"]  # boto3's chain
-    if not _has_s3_store():
-        pytest.skip("REWARD3D_BLOB_STORE is not a setting in this checkout: the S3 blob store "
-                    "(on main) is not merged into it; the other checks of this overlay wait for it")
     settings = settings_from_env({k: v for k, v in env.items() if k.startswith("REWARD3D_")})
     assert settings.blob_store == "s3" and settings.s3_bucket == config["data"]["REWARD3D_S3_BUCKET"]
 
