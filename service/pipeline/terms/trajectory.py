@@ -156,9 +156,7 @@ def smoothness_term(geometry: Geometry) -> TermResult:
     metrics = {"target_source": "none", "target": "no path requested: smoothness only",
                "frames_registered": int(registered.numel())}  # fmt: skip
     if registered.numel() < max(3, math.ceil(MIN_REGISTERED_FRACTION * num_frames)):
-        return TermResult(score=0.0, status=TermStatus.OK, metrics=metrics,
-                          reason=f"the camera path could not be followed: {registered.numel()} of "
-                          f"{num_frames} frames registered")  # fmt: skip
+        return _path_not_followed(registered.numel(), num_frames, metrics)
     camera_to_world = invert_rigid(geometry.world_to_camera[registered])
     translation, rotation = path_roughness(camera_to_world, _median_depth(geometry, registered))
     roughness = max(translation, rotation)
@@ -177,13 +175,7 @@ def trajectory_term(geometry: Geometry, target: TargetPath) -> TermResult:
     base_metrics = {"target_source": target.source, "target": target.description,
                     "frames_registered": int(registered.numel())}  # fmt: skip
     if registered.numel() < max(2, math.ceil(MIN_REGISTERED_FRACTION * num_frames)):
-        return TermResult(
-            score=0.0,
-            status=TermStatus.OK,
-            reason=f"the camera path could not be followed: {registered.numel()} of "
-            f"{num_frames} frames registered",
-            metrics=base_metrics,
-        )
+        return _path_not_followed(registered.numel(), num_frames, base_metrics)
     estimated = relative_to_first(invert_rigid(geometry.world_to_camera[registered]))
     wanted = relative_to_first(target.camera_to_world[registered])
 
@@ -205,8 +197,8 @@ def trajectory_term(geometry: Geometry, target: TargetPath) -> TermResult:
         "translation_extent_rel_depth": float(estimated_centres.norm(dim=-1).max()),
         "rotation_score": rotation_score,
         # Reported, not scored, when a path is requested (the target already judges the path).
-        "path_roughness": max(path_roughness(invert_rigid(geometry.world_to_camera[registered]),
-                                             depth_scale)),
+        # Roughness only sees steps between poses, so re-expressing them from the first is harmless.
+        "path_roughness": max(path_roughness(estimated, depth_scale)),
     }
     if target.has_translation:
         path_length = float((wanted_centres[1:] - wanted_centres[:-1]).norm(dim=-1).sum())
@@ -233,6 +225,12 @@ def trajectory_term(geometry: Geometry, target: TargetPath) -> TermResult:
         reason = f"scored on the {registered.numel()} of {num_frames} frames that registered"
     return TermResult(score=min(1.0, max(0.0, score)), status=TermStatus.OK, reason=reason,
                       metrics=metrics)  # fmt: skip
+
+
+def _path_not_followed(registered: int, num_frames: int, metrics: dict) -> TermResult:
+    return TermResult(score=0.0, status=TermStatus.OK, metrics=metrics,
+                      reason=f"the camera path could not be followed: {registered} of "
+                      f"{num_frames} frames registered")  # fmt: skip
 
 
 def _median_depth(geometry: Geometry, frames: Tensor) -> float:
