@@ -8,4 +8,4 @@ The API (``service/api``) and the queue (``service/jobs``) wrap it.
 __version__ = "0.1.0"
 
 # Bump when a change alters scores for the same input and options (cache keys include it).
-REWARD_SPEC_VERSION = "1.0"
+REWARD_SPEC_VERSION = "1.1"  # 1.1: plane + parallax evidence, partners by parallax

@@ -33,7 +33,10 @@ OPPOSITE = {
 
 def geometry_from_path(camera_to_world: torch.Tensor, depth_scale: float = 1.0) -> Geometry:
     count = camera_to_world.shape[0]
-    depth = torch.full((count, 6, 8), 3.0 * depth_scale)
+    # Relief (columns at depth 2 and 4), not a plane: a translation is only checkable where
+    # depth is observable (evidence.clip_depth_evidence), see test_flat_scene_...
+    depth = torch.full((count, 6, 8), 4.0 * depth_scale)
+    depth[:, :, ::2] = 2.0 * depth_scale
     intrinsics = torch.tensor([[8.0, 0, 4], [0, 8.0, 3], [0, 0, 1]], dtype=torch.float64)
     return Geometry(
         depth=depth, confidence=torch.ones_like(depth),
@@ -253,3 +256,15 @@ def test_smoothness_is_opt_in_and_off_means_not_applicable():
     shuffled_term = smooth(clip.frames[order], geometry_arrays=shuffled).terms["trajectory"]
     assert clean_term.status == TermStatus.OK and clean_term.score > 0.9
     assert shuffled_term.score < 0.5 * clean_term.score
+
+
+def test_a_flat_scene_cannot_confirm_a_requested_translation():
+    """A flat picture sliding has a camera path too; with no depth variation the translation it
+    follows is not paid (the rotation part of a request still is)."""
+    target = target_from_request(prompt="The camera moves right.", trajectory=None, times=TIMES)
+    relief = geometry_from_path(target.camera_to_world)
+    flat = geometry_from_path(target.camera_to_world)
+    flat.depth[:] = 3.0
+    assert trajectory_term(relief, target).score > 0.9
+    result = trajectory_term(flat, target)
+    assert result.score < 0.05 and "observable" in result.reason

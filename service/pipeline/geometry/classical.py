@@ -47,7 +47,7 @@ from service.pipeline.transforms import fov_to_focal
 from service.pipeline.types import Geometry, GeometryError, Video
 from service.settings import Settings
 
-ALGORITHM_VERSION = "1"  # bump when a change alters the geometry for the same input
+ALGORITHM_VERSION = "2"  # bump when a change alters the geometry for the same input
 
 MAX_FEATURES = 1500
 MATCH_RATIO = 0.85
@@ -59,6 +59,14 @@ MIN_KEYPOINTS = 40  # fewer on most frames: "too little texture"
 PARTNER_MIN_BASELINE_DEG = 2.0  # baseline angle at the scene's median depth for full credit
 CONFIDENT = 0.5
 PLAUSIBLE_FOV_DEG = (10.0, 150.0)  # horizontal field of view of real and generated cameras
+# A refined focal this close to the prior is taken without a second opinion.
+FOCAL_AGREES = 0.15  # relative difference
+# Otherwise the mapper is rerun with the prior focal held fixed; the refined focal wins only if
+# it is plausible and the fixed one's reprojection error is this much worse (low parallax, weak
+# texture and distant orbits leave the focal unconstrained: bundle adjustment then drifts it).
+# 1.0: on real footage the prior's error was only slightly worse while its dense depth covered
+# half as much (great_wall: 0.47 vs 0.85 coverage), so any gain in error counts.
+FOCAL_ERROR_RATIO = 1.0
 
 
 def is_available() -> tuple[bool, str]:
@@ -172,7 +180,7 @@ class ClassicalGeometry:
         timings["matching_ms"] = _elapsed_ms(clock)
 
         clock = time.perf_counter()
-        motion = sfm.classify_motion(two_views, distinct)
+        motion = sfm.classify_motion(two_views, distinct, camera)
         poses, motion = self._poses(keypoints, two_views, camera, motion)
         timings["poses_ms"] = _elapsed_ms(clock)
         return _SparsePass(keypoints, [f.count for f in keypoints], pairs, two_views, poses,
@@ -191,6 +199,8 @@ class ClassicalGeometry:
             return sfm.static_poses(num_frames, camera), motion
         refine_focal = self.known_intrinsics is None
         poses = sfm.incremental_poses(keypoints, two_views, camera, refine_focal=refine_focal)
+        if refine_focal:
+            poses = _trusted_focal(poses, keypoints, two_views, camera)
         if num_frames == 2 and motion == "translation" and not poses.registered.any():
             # COLMAP re-estimates a pair's pose from scratch and fails on planar scenes (a
             # degenerate fundamental matrix); the verified two-view pose is the reconstruction.
@@ -264,9 +274,13 @@ class ClassicalGeometry:
             else "estimated" if poses.diagnostics.get("focal_refined")
             else "default"
         )  # fmt: skip
+        if poses.diagnostics.get("focal_not_trusted"):
+            note = f"focal length not trusted: {poses.diagnostics['focal_not_trusted']}"
         neighbour_pairs = [two_views.get((t, t + 1)) for t in range(num_frames - 1)]
         displacement = [v.displacement for v in neighbour_pairs if v is not None]
         reason = _reason(motion, registered, num_frames, counts, poses)
+        if poses.diagnostics.get("focal_not_trusted"):
+            reason = f"{reason}; {note}" if reason else note
         fov = math.degrees(2 * math.atan(camera.width / (2 * camera.focal)))
         # Corrupted clips can break calibration (elastic warps: focal lengths far off); the
         # reward then drops through the renders, and the diagnostics say why.
@@ -307,6 +321,39 @@ class _SparsePass:
     poses: SparsePoses
     motion: str
     timings: dict[str, float]
+
+
+def _trusted_focal(poses: SparsePoses, keypoints, two_views, prior: PinholeCamera) -> SparsePoses:
+    """Keep bundle adjustment's focal only when the data prefer it to the prior.
+
+    A refined focal within FOCAL_AGREES of the prior is kept. Otherwise the mapper runs again
+    with the prior held fixed, and the refined focal is kept only if it lies in
+    PLAUSIBLE_FOV_DEG and the prior's reprojection error is FOCAL_ERROR_RATIO times worse with
+    no fewer frames registered; else the prior's reconstruction is used and
+    ``diagnostics['focal_not_trusted']`` says why (the reason reaches the result)."""
+    if not poses.registered.any():
+        return poses
+    refined = poses.camera.focal
+    if abs(refined - prior.focal) <= FOCAL_AGREES * prior.focal:
+        return poses
+    fov = math.degrees(2 * math.atan(prior.width / (2 * refined)))
+    fixed = sfm.incremental_poses(keypoints, two_views, prior, refine_focal=False)
+    error_refined = poses.diagnostics.get("reprojection_error_px", float("inf"))
+    error_fixed = fixed.diagnostics.get("reprojection_error_px", float("inf"))
+    plausible = PLAUSIBLE_FOV_DEG[0] <= fov <= PLAUSIBLE_FOV_DEG[1]
+    fewer = int(fixed.registered.sum()) < int(poses.registered.sum())
+    keep_refined = not fixed.registered.any() or (
+        plausible and (fewer or error_fixed > FOCAL_ERROR_RATIO * error_refined))
+    if keep_refined:
+        poses.diagnostics["focal_prior_error_px"] = float(error_fixed)
+        return poses
+    fixed.diagnostics["focal_not_trusted"] = (
+        f"bundle adjustment gave {refined:.0f} px ({fov:.0f} degree field of view), not better "
+        f"supported than the prior {prior.focal:.0f} px (reprojection error {error_refined:.2f} "
+        f"vs {error_fixed:.2f} px): the prior is used"
+    )
+    fixed.diagnostics["focal_rejected_px"] = float(refined)
+    return fixed
 
 
 def _reason(motion, registered, num_frames, counts, poses) -> str | None:

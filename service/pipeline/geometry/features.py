@@ -104,8 +104,9 @@ def candidate_pairs(
 
     Short clips: every pair. Longer ones: each frame's ``temporal_window`` next frames plus its
     ``retrieval_partners`` most similar frames, ranked by mutual matches among the strongest
-    keypoints. Retrieval keeps shuffled, reversed or looping clips matchable without paying
-    for every pair.
+    keypoints, plus ``spanning_pairs`` (wide baselines at growing offsets, first to last
+    included). Retrieval keeps shuffled, reversed or looping clips matchable without paying
+    for every pair; the spanning pairs let a slow camera show how far it moves over the clip.
     """
     num = len(features)
     if num <= exhaustive_up_to:
@@ -121,4 +122,16 @@ def candidate_pairs(
         for j in ranked[:retrieval_partners]:
             if votes[i, j] > 0:
                 pairs.add((min(i, j), max(i, j)))
+    return sorted(pairs | set(spanning_pairs(num)))
+
+
+def spanning_pairs(num: int) -> list[tuple[int, int]]:
+    """Pairs (i, i + d) at offsets d = 4, 8, 16, ... (each offset's anchors d/2 apart) and the
+    first-to-last pair: O(T log T) pairs whose baselines span the whole clip, so that motion is
+    judged from the largest baselines a clip has, not from adjacent frames alone."""
+    pairs = {(0, num - 1)} if num > 1 else set()
+    offset = 4
+    while offset < num:
+        pairs |= {(i, i + offset) for i in range(0, num - offset, max(1, offset // 2))}
+        offset *= 2
     return sorted(pairs)

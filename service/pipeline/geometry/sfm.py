@@ -36,6 +36,7 @@ STATIC_MIN_SPREAD = 0.25  # the still matches must cover a quarter of the frame
 # Pairs whose inliers a homography explains (COLMAP: H inliers > 0.8 x E inliers) with a small
 # triangulation angle look like a camera turning in place.
 ROTATION_MAX_TRI_ANGLE_DEG = 2.0  # keypoint noise alone gives ~0.5-1.2 degrees at 224 px
+ROTATION_TRI_ANGLE_SHARE = 0.4  # ... or under this share of the image's angular motion
 MIN_POINTS = 20  # fewer 3D points: the mapper's "success" is degenerate
 STATIC_OVERLAY_MOTION_PX = 8.0  # the pair moves: median match displacement above this
 STATIC_OVERLAY_MAX_PX = 1.0  # ... and these matches do not: an overlay
@@ -219,28 +220,45 @@ def filter_inconsistent_pairs(
     return kept
 
 
-def classify_motion(two_views: dict[tuple[int, int], TwoView], order: list[int]) -> str:
-    """How the camera moves, from the verified pairs of neighbouring frames in ``order`` (the
-    frames that are not exact copies of their predecessor: a frozen stretch says nothing about
-    how the camera moves).
+def classify_motion(
+    two_views: dict[tuple[int, int], TwoView], order: list[int], camera: PinholeCamera | None = None
+) -> str:
+    """How the camera moves, judged from the *widest* verified pairs among the frames in
+    ``order`` (those that are not exact copies of their predecessor: a frozen stretch says
+    nothing about how the camera moves). Widest: the pairs whose span in ``order`` is at least
+    half the largest verified span. A slow camera barely moves between adjacent frames, but
+    over the clip it does: adjacent frames alone would call a slow orbit static.
 
-    - ``static``: keypoints barely move between most neighbouring frames, all over the frame
-      (a locked-off camera, possibly filming moving content);
-    - ``rotation``: most neighbouring pairs are explained by a homography with no
-      triangulation angle (a camera turning in place: depth is unobservable);
+    - ``static``: keypoints barely move across most of the widest pairs, all over the frame
+      (a locked-off camera, possibly filming moving content: the moving object's matches are a
+      minority, and a pair's displacement is its inliers' median);
+    - ``rotation``: most widest pairs are explained by a homography with a triangulation angle
+      that is small next to how far the image turned (a camera turning in place: depth is
+      unobservable; COLMAP's angle for such pairs is noise that grows with the turn, ~25 % of
+      it, while a translating camera's is about the image's angular motion);
     - ``translation``: anything else (the camera moves: structure from motion applies).
     """
-    neighbours = [two_views.get((a, b)) for a, b in zip(order[:-1], order[1:])]
-    found = [v for v in neighbours if v is not None]
-    if not found:
+    position = {frame: index for index, frame in enumerate(order)}
+    spans = {pair: abs(position[pair[1]] - position[pair[0]]) for pair in two_views
+             if pair[0] in position and pair[1] in position}  # fmt: skip
+    if not spans:
         return "translation"  # nothing to judge by; let the mapper try and report
+    widest = max(spans.values())
+    found = [two_views[pair] for pair, span in spans.items() if span >= max(1, widest / 2)]
     # Still *and* spread over the frame: a pasted patch or a logo also stays put, in one corner.
     still = sum(v.displacement < STATIC_DISPLACEMENT and v.spread > STATIC_MIN_SPREAD for v in found)
-    if still >= 0.5 * len(found) and len(found) >= 0.5 * len(neighbours):
+    if still >= 0.5 * len(found):
         return "static"
+    def small_angle(view: TwoView) -> float:
+        if camera is None:
+            return ROTATION_MAX_TRI_ANGLE_DEG
+        turned_deg = math.degrees(view.displacement * math.hypot(camera.width, camera.height)
+                                  / camera.focal)  # fmt: skip
+        return max(ROTATION_MAX_TRI_ANGLE_DEG, ROTATION_TRI_ANGLE_SHARE * turned_deg)
+
     turning = sum(
         v.config in ("PANORAMIC", "PLANAR_OR_PANORAMIC") or (
-            v.config == "PLANAR" and v.tri_angle_deg < ROTATION_MAX_TRI_ANGLE_DEG
+            v.config == "PLANAR" and v.tri_angle_deg < small_angle(v)
         )
         for v in found
     )  # fmt: skip

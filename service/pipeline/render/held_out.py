@@ -1,10 +1,16 @@
 """Step 4 (reconstruction part): render every frame from Gaussians that exclude its own pixels.
 
 Frame t is rendered at its own estimated pose and intrinsics, at the working resolution (so the
-input aspect ratio), from the Gaussians lifted from its ``neighbours`` temporally nearest
-usable frames. Using neighbours rather than all other frames gives fewer floaters and exposure
-mismatches, and it is what makes a frame shuffle visible: structure from motion recovers a
-shuffled static clip's poses perfectly, but its neighbours no longer look alike.
+input aspect ratio), from the Gaussians lifted from ``neighbours`` usable frames: the
+temporally nearest ones *that see frame t with enough depth parallax* to test its depth
+(evidence.py; full credit at DEPTH_PARALLAX_FULL of the longer image side). A fast camera
+takes its adjacent frames; a slow one reaches further out in time, so a slow orbit is judged
+on baselines that can show a wrong depth instead of on ones where any depth re-renders. When
+no frame has that parallax (a flat scene, a camera turning in place) the nearest frames render
+it and the reconstruction term pays no evidence. Using a few neighbours rather than all other
+frames gives fewer floaters and exposure mismatches, and it is what makes a frame shuffle
+visible: structure from motion recovers a shuffled static clip's poses perfectly, but its
+neighbours in time no longer look alike.
 
 Frames that are (near-)exact copies of frame t are never its neighbours: a frozen frame must
 not be judged by its own pixels.
@@ -17,11 +23,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from service.pipeline.evidence import DEPTH_PARALLAX_FULL, pair_parallax
 from service.pipeline.render import Renderer
 from service.pipeline.types import Gaussians, Geometry, RenderOutput
 
 # Mean absolute difference (in [0,1] units) under which two frames count as copies.
 DUPLICATE_THRESHOLD = 0.5 / 255
+# Temporal offsets tried, in order, when the nearest frames lack parallax (a slow camera).
+_OFFSETS = [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128]
 
 
 @dataclass(frozen=True)
@@ -42,17 +51,39 @@ def find_duplicates(frames: Tensor) -> Tensor:  # frames [T,H,W,3] -> [T,T] bool
 
 
 def choose_neighbours(
-    frame: int, usable: Tensor, duplicates: Tensor, count: int
+    frame: int, usable: Tensor, duplicates: Tensor, count: int, *, geometry: Geometry | None = None
 ) -> list[int]:
-    """The ``count`` temporally nearest usable frames that are not copies of ``frame``
-    (ties broken towards the earlier frame, so the choice is deterministic)."""
-    candidates = [
-        other
-        for other in range(usable.shape[0])
-        if other != frame and bool(usable[other]) and not bool(duplicates[frame, other])
-    ]
-    candidates.sort(key=lambda other: (abs(other - frame), other))
-    return sorted(candidates[:count])
+    """Up to ``count`` usable frames (not copies of ``frame``) that render it.
+
+    Without ``geometry``: the temporally nearest (ties towards the earlier frame). With it: the
+    temporally nearest frames whose depth parallax on ``frame`` reaches the full-evidence level
+    (evidence.pair_parallax ``evidence_px`` >= DEPTH_PARALLAX_FULL x longer side), searched outward
+    over growing offsets; if fewer qualify, the rest are the candidates with the most parallax
+    times overlap (nearest first on ties). Deterministic."""
+    num = usable.shape[0]
+    allowed = [other for other in range(num)
+               if other != frame and bool(usable[other]) and not bool(duplicates[frame, other])]  # fmt: skip
+    nearest = sorted(allowed, key=lambda other: (abs(other - frame), other))
+    if geometry is None or len(nearest) <= count:
+        return sorted(nearest[:count])
+    full_px = DEPTH_PARALLAX_FULL * max(geometry.depth.shape[1:])
+    offsets = [d for d in _OFFSETS if d < num] + ([num - 1] if num - 1 > _OFFSETS[-1] else [])
+    candidates = [other for d in offsets for other in (frame - d, frame + d) if other in allowed]
+    qualified, scored = [], []
+    for other in candidates:
+        pair = pair_parallax(geometry, frame, other)
+        if pair.evidence_px >= full_px:
+            qualified.append(other)
+            if len(qualified) == count:
+                break
+        scored.append((-min(1.0, pair.evidence_px / full_px) * pair.overlap, abs(other - frame), other))
+    chosen = qualified[:]
+    for *_, other in sorted(scored):
+        if len(chosen) == count:
+            break
+        if other not in chosen:
+            chosen.append(other)
+    return sorted(chosen)
 
 
 def render_held_out(
@@ -72,7 +103,7 @@ def render_held_out(
     rgbs, depths, alphas, chosen = [], [], [], []
     for t in range(num_frames):
         picked = (
-            choose_neighbours(t, geometry.registered, duplicates, neighbours)
+            choose_neighbours(t, geometry.registered, duplicates, neighbours, geometry=geometry)
             if bool(geometry.registered[t])
             else []
         )

@@ -14,17 +14,20 @@ lifted from its nearest frames, never from its own pixels. Per frame, on the cov
                     that looked at covered pixels alone could be fooled by breaking geometry)
     detail_factor = min(1, image detail / 0.01)   (a blank frame re-renders perfectly and
                     proves nothing; see metrics.image_detail)
-    evidence      = min(1, parallax / (0.01 * max(H, W)))   (observability of depth)
+    evidence      = min(1, depth_parallax / (0.005 * max(H, W)))   (observability of depth)
 
 Evidence: a held-out render tests the estimated depth only if the frames it is rendered from
-see the scene with parallax. A camera that turns in place or stands still re-renders
-"consistently" with any depth at all, so such frames are no 3D evidence and must not be
-rewarded as such (else a policy learns to stop moving the camera). ``parallax`` is the median
-distance, in pixels of frame t's neighbour s, between where a point of frame t lands at its
-estimated depth and where it would land at infinite depth (the displacement that depth alone
-explains), averaged over the neighbours that render frame t. It is computed from the geometry
-itself (poses, intrinsics, depth), so every backend is judged alike. Full evidence needs a
-parallax of 1 % of the image's longer side (4.5 px at 448 px); less scales the frame down.
+see the scene with parallax that depth *variation* produces. A camera that turns in place or
+stands still re-renders "consistently" with any depth at all, and so does a flat scene (a
+picture sliding, zooming or turning): a homography explains such views exactly. Such frames
+are no 3D evidence and must not be rewarded as such (else a policy learns to stop moving the
+camera, or to slide flat pictures). ``depth_parallax`` is the plane + parallax residual of
+evidence.py: the mean displacement, in pixels of neighbour s, of frame t's pixels that the best
+homography between the two views cannot explain (less a noise floor of 2 % of the baseline
+parallax), averaged over the neighbours that render frame t. It is computed from the geometry itself (poses, intrinsics, depth), so every backend
+is judged alike. Full evidence needs 0.5 % of the image's longer side (2.2 px at 448 px); less
+scales the frame down. ``parallax_px`` (relative to infinity: what translation alone does) is
+reported beside it.
 
 Frames that carry no evidence score 0: unregistered frames (no pose) and frozen frames (exact
 copies of the previous frame: a frozen video is not rewarded). The term is the mean over all
@@ -40,6 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from service.pipeline.evidence import DEPTH_PARALLAX_FULL, pair_parallax
 from service.pipeline.render.held_out import HeldOutRenders
 from service.pipeline.terms.metrics import image_detail, masked_psnr, masked_ssim
 from service.pipeline.transforms import invert_rigid, pixel_grid
@@ -50,7 +54,6 @@ COVERED_ALPHA = 0.5
 PSNR_FLOOR_DB = 12.0
 PSNR_RANGE_DB = 24.0
 DETAIL_MIN = 0.01
-PARALLAX_FULL = 0.01  # fraction of the longer image side
 PARALLAX_SAMPLES = 4096  # pixels per frame used to measure parallax (a regular grid)
 
 # (rendered [H,W,3], target [H,W,3]) -> LPIPS distance (lower is better)
@@ -73,9 +76,9 @@ def reconstruction_term(
     num_frames = frames.shape[0]
     renders = held_out.renders
     frame_scores, psnrs, ssims, lpips_values, coverages = [], [], [], [], []
-    parallaxes, evidences = [], []
+    parallaxes, depth_parallaxes, evidences = [], [], []
     skipped = {"unregistered": 0, "frozen": 0, "no_neighbours": 0}
-    parallax_full_px = PARALLAX_FULL * max(frames.shape[1], frames.shape[2])
+    parallax_full_px = DEPTH_PARALLAX_FULL * max(frames.shape[1], frames.shape[2])
     for t in range(num_frames):
         if not bool(geometry.registered[t]):
             skipped["unregistered"] += 1
@@ -96,11 +99,14 @@ def reconstruction_term(
                 lpips_values.append(distance)
                 scores.append(min(1.0, max(0.0, 1.0 - distance)))
             detail_factor = min(1.0, image_detail(frames[t]) / DETAIL_MIN)
-            parallax = frame_parallax_px(geometry, t, held_out.neighbours[t])
-            evidence = min(1.0, parallax / parallax_full_px)
+            pairs = [pair_parallax(geometry, t, s) for s in held_out.neighbours[t]]
+            parallax = sum(p.baseline_px for p in pairs) / len(pairs)
+            depth_parallax = sum(p.evidence_px for p in pairs) / len(pairs)
+            evidence = min(1.0, depth_parallax / parallax_full_px)
             frame_scores.append(coverage * sum(scores) / len(scores) * detail_factor * evidence)
             coverages.append(coverage)
             parallaxes.append(parallax)
+            depth_parallaxes.append(depth_parallax)
             evidences.append(evidence)
             if not math.isnan(psnr):
                 psnrs.append(psnr)
@@ -115,6 +121,7 @@ def reconstruction_term(
         "ssim": _mean(ssims),
         "coverage": _mean(coverages) if coverages else 0.0,
         "parallax_px": _median(parallaxes),
+        "depth_parallax_px": _median(depth_parallaxes),
         "evidence": _mean(evidences),
         "frames_evaluated": evaluated,
         "frames_unregistered": skipped["unregistered"],
@@ -139,10 +146,11 @@ def reconstruction_term(
     weak = sum(e < 0.5 for e in evidences)
     if weak:
         note = (
-            f"{weak} of {evaluated} evaluated frames see too little parallax (under half of the "
-            f"{parallax_full_px:.3g} px that earn full credit; median over all frames "
-            f"{_median(parallaxes):.2g} px): the camera barely translates there, so depth is "
-            "unobservable and those frames are not 3D evidence"
+            f"{weak} of {evaluated} evaluated frames see too little depth parallax (under half "
+            f"of the {parallax_full_px:.3g} px that earn full credit; median over all frames "
+            f"{_median(depth_parallaxes):.2g} px): a homography explains their views (a flat "
+            "scene, or a camera that barely translates), so depth is unobservable and those "
+            "frames are not 3D evidence"
         )
         reason = f"{reason}; {note}" if reason else note
     return TermResult(score=min(1.0, max(0.0, score)), status=TermStatus.OK, reason=reason,

@@ -38,6 +38,7 @@ import math
 import torch
 from torch import Tensor
 
+from service.pipeline.evidence import DEPTH_PARALLAX_FULL, clip_depth_evidence
 from service.pipeline.terms.camera_words import parse_camera_words, plan_to_path
 from service.pipeline.transforms import (
     OPENGL_TO_OPENCV,
@@ -216,13 +217,26 @@ def trajectory_term(geometry: Geometry, target: TargetPath) -> TermResult:
         translation_score = math.exp(-metrics["translation_extent_rel_depth"] / STILL_SIGMA)
     metrics["translation_score"] = translation_score
 
+    if target.has_translation:
+        # A translation is only checkable where depth is observable (evidence.py): a flat
+        # picture sliding has a camera path too, and must not be paid for following it.
+        height, width = geometry.depth.shape[1:]
+        depth_evidence = clip_depth_evidence(geometry, DEPTH_PARALLAX_FULL * max(height, width))
+        metrics["depth_evidence"] = depth_evidence
     weight_t = 0.2 + 0.6 * target.has_translation
     weight_r = 0.2 + 0.6 * target.has_rotation
     score = (weight_t * translation_score + weight_r * rotation_score) / (weight_t + weight_r)
     metrics["translation_weight"] = weight_t / (weight_t + weight_r)
     reason = None
+    if target.has_translation:
+        score *= metrics["depth_evidence"]
+        if metrics["depth_evidence"] < 0.5:
+            reason = (f"depth is barely observable (3D evidence {metrics['depth_evidence']:.2f}): "
+                      "a homography explains the views, so the requested translation cannot be "
+                      "confirmed")  # fmt: skip
     if registered.numel() < num_frames:
-        reason = f"scored on the {registered.numel()} of {num_frames} frames that registered"
+        note = f"scored on the {registered.numel()} of {num_frames} frames that registered"
+        reason = f"{reason}; {note}" if reason else note
     return TermResult(score=min(1.0, max(0.0, score)), status=TermStatus.OK, reason=reason,
                       metrics=metrics)  # fmt: skip
 
