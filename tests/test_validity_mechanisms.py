@@ -150,3 +150,17 @@ def test_a_bad_focal_prior_is_recovered_or_refused(fov_deg):
                                               ._initial_camera(224, 128).focal)  # fmt: skip
     else:
         assert abs(d["focal_px"] - true_focal) <= 0.1 * true_focal, d
+
+
+def test_every_hack_keeps_the_clip_shape_and_is_deterministic():
+    from service.validation.hacks import HACKS, hack
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(9, 24, 40, 3), dtype=np.uint8)
+    for name in HACKS:
+        out = hack(frames, name, seed=3)
+        assert out.shape == frames.shape and out.dtype == np.uint8, name
+        assert np.array_equal(out, hack(frames, name, seed=3)), name
+    assert not np.array_equal(hack(frames, "slide")[0], hack(frames, "slide")[-1])
+    with pytest.raises(ValueError, match="unknown hack"):
+        hack(frames, "nope")
