@@ -40,7 +40,11 @@ COMMON = [
     f"run.max_steps={STEPS}", "dynamic.enabled=false", f"reward.timeout_s={DEADLINE_S}",
 ]  # fmt: skip
 PER_RANK = ["grpo.prompts_per_step=1"]
-TOLERANCE = 1e-4  # between runs whose gradients are summed in a different order (see below)  # x 2 ranks = the single process's 2 prompts per step
+# Between runs whose gradients are summed in a different order (see below). Adam divides by
+# sqrt(v): where a gradient is ~0, summation-order noise moves a weight by up to ~lr per step,
+# so the bound is a few lr (1e-4), not 1e-4 itself: on 2026-12-03 this machine gave 4.6e-4 on
+# unchanged code (the same test had given 2.9e-5 before), so 1e-3.
+TOLERANCE = 1e-3  # x 2 ranks = the single process's 2 prompts per step
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +185,7 @@ def test_two_ranks_stay_identical_and_equal_one_process(ddp_run, failures, tmp_p
     for step in (2, 4):
         assert_close(checkpoint(single_out, step), checkpoint(ddp_run, step), atol=TOLERANCE)
     moved = checkpoint(ddp_run, 4)["lora"], checkpoint(ddp_run, 2)["lora"]
-    assert max((moved[0][k] - moved[1][k]).abs().max().item() for k in moved[0]) > 100 * TOLERANCE
+    assert max((moved[0][k] - moved[1][k]).abs().max().item() for k in moved[0]) > 100 * 1e-4
 
 
 def test_a_killed_rank_resumes_to_the_uninterrupted_weights(ddp_run, failures, tmp_path):
