@@ -1,7 +1,8 @@
 """3D evidence: how much of what frame t looks like from frame s only depth variation explains.
 
-    pair_parallax(geometry, t, s)  -> PairParallax(baseline_px, depth_px, overlap)
-    parallax_table(geometry)       -> [T,T] tables of the same (frames that render t choose by it)
+    pair_parallax(geometry, t, s)    -> PairParallax(baseline_px, depth_px, overlap)
+    frame_parallax(geometry, t)(s)   -> the same, frame t's pixels sampled once for many s
+    clip_depth_evidence(geometry, .) -> is depth observable in the clip at all, in [0,1]
 
 Two displacements of frame t's pixels when they are seen from frame s (both in pixels of s):
 
@@ -30,6 +31,7 @@ Conventions: OpenCV axes, ``world_to_camera`` [4,4], intrinsics in pixels, z-dep
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -93,27 +95,14 @@ def _sample_points(geometry: Geometry, frame: int) -> tuple[Tensor, Tensor, Tens
 
 def pair_parallax(geometry: Geometry, frame: int, other: int) -> PairParallax:
     """Parallax of ``frame``'s pixels seen from ``other`` (see the module docstring)."""
+    return frame_parallax(geometry, frame)(other)
+
+
+def frame_parallax(geometry: Geometry, frame: int) -> Callable[[int], PairParallax]:
+    """``other -> pair_parallax(geometry, frame, other)``, sampling frame's pixels once (partner
+    search and the reconstruction term measure one frame against several others)."""
     uv, points, directions = _sample_points(geometry, frame)
-    return _pair_from_samples(geometry, uv, points, directions, other)
-
-
-def parallax_table(geometry: Geometry, frames: list[int] | None = None) -> dict[str, Tensor]:
-    """``baseline_px``, ``depth_px`` and ``overlap`` as [T,T] float64 tables (row t seen from
-    column s; the diagonal and frames not in ``frames`` are 0)."""
-    num = geometry.depth.shape[0]
-    frames = list(range(num)) if frames is None else frames
-    tables = {name: torch.zeros(num, num, dtype=torch.float64)
-              for name in ("baseline_px", "depth_px", "overlap")}  # fmt: skip
-    for t in frames:
-        uv, points, directions = _sample_points(geometry, t)
-        for s in frames:
-            if s == t:
-                continue
-            pair = _pair_from_samples(geometry, uv, points, directions, s)
-            tables["baseline_px"][t, s] = pair.baseline_px
-            tables["depth_px"][t, s] = pair.depth_px
-            tables["overlap"][t, s] = pair.overlap
-    return tables
+    return lambda other: _pair_from_samples(geometry, uv, points, directions, other)
 
 
 def _pair_from_samples(geometry: Geometry, uv: Tensor, points: Tensor, directions: Tensor,

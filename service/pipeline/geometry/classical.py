@@ -274,12 +274,11 @@ class ClassicalGeometry:
             else "estimated" if poses.diagnostics.get("focal_refined")
             else "default"
         )  # fmt: skip
-        if poses.diagnostics.get("focal_not_trusted"):
-            note = f"focal length not trusted: {poses.diagnostics['focal_not_trusted']}"
         neighbour_pairs = [two_views.get((t, t + 1)) for t in range(num_frames - 1)]
         displacement = [v.displacement for v in neighbour_pairs if v is not None]
         reason = _reason(motion, registered, num_frames, counts, poses)
         if poses.diagnostics.get("focal_not_trusted"):
+            note = f"focal length not trusted: {poses.diagnostics['focal_not_trusted']}"
             reason = f"{reason}; {note}" if reason else note
         fov = math.degrees(2 * math.atan(camera.width / (2 * camera.focal)))
         # Corrupted clips can break calibration (elastic warps: focal lengths far off); the

@@ -249,6 +249,7 @@ def classify_motion(
     still = sum(v.displacement < STATIC_DISPLACEMENT and v.spread > STATIC_MIN_SPREAD for v in found)
     if still >= 0.5 * len(found):
         return "static"
+
     def small_angle(view: TwoView) -> float:
         if camera is None:
             return ROTATION_MAX_TRI_ANGLE_DEG

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from service.pipeline.evidence import DEPTH_PARALLAX_FULL, pair_parallax
+from service.pipeline.evidence import DEPTH_PARALLAX_FULL, frame_parallax
 from service.pipeline.render import Renderer
 from service.pipeline.types import Gaussians, Geometry, RenderOutput
 
@@ -57,7 +57,7 @@ def choose_neighbours(
 
     Without ``geometry``: the temporally nearest (ties towards the earlier frame). With it: the
     temporally nearest frames whose depth parallax on ``frame`` reaches the full-evidence level
-    (evidence.pair_parallax ``evidence_px`` >= DEPTH_PARALLAX_FULL x longer side), searched outward
+    (evidence.frame_parallax ``evidence_px`` >= DEPTH_PARALLAX_FULL x longer side), searched outward
     over growing offsets; if fewer qualify, the rest are the candidates with the most parallax
     times overlap (nearest first on ties). Deterministic."""
     num = usable.shape[0]
@@ -69,9 +69,10 @@ def choose_neighbours(
     full_px = DEPTH_PARALLAX_FULL * max(geometry.depth.shape[1:])
     offsets = [d for d in _OFFSETS if d < num] + ([num - 1] if num - 1 > _OFFSETS[-1] else [])
     candidates = [other for d in offsets for other in (frame - d, frame + d) if other in allowed]
+    parallax_from = frame_parallax(geometry, frame)
     qualified, scored = [], []
     for other in candidates:
-        pair = pair_parallax(geometry, frame, other)
+        pair = parallax_from(other)
         if pair.evidence_px >= full_px:
             qualified.append(other)
             if len(qualified) == count:

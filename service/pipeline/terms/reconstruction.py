@@ -24,8 +24,8 @@ are no 3D evidence and must not be rewarded as such (else a policy learns to sto
 camera, or to slide flat pictures). ``depth_parallax`` is the plane + parallax residual of
 evidence.py: the mean displacement, in pixels of neighbour s, of frame t's pixels that the best
 homography between the two views cannot explain (less a noise floor of 2 % of the baseline
-parallax), averaged over the neighbours that render frame t. It is computed from the geometry itself (poses, intrinsics, depth), so every backend
-is judged alike. Full evidence needs 0.5 % of the image's longer side (2.2 px at 448 px); less
+parallax), averaged over the neighbours that render frame t. It is computed from the geometry itself
+(poses, intrinsics, depth), so every backend is judged alike. Full evidence needs 0.5 % of the image's longer side (2.2 px at 448 px); less
 scales the frame down. ``parallax_px`` (relative to infinity: what translation alone does) is
 reported beside it.
 
@@ -43,10 +43,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from service.pipeline.evidence import DEPTH_PARALLAX_FULL, pair_parallax
+from service.pipeline.evidence import DEPTH_PARALLAX_FULL, frame_parallax
 from service.pipeline.render.held_out import HeldOutRenders
 from service.pipeline.terms.metrics import image_detail, masked_psnr, masked_ssim
-from service.pipeline.transforms import invert_rigid, pixel_grid
 from service.pipeline.types import Geometry
 from service.schemas import TermResult, TermStatus
 
@@ -54,7 +53,6 @@ COVERED_ALPHA = 0.5
 PSNR_FLOOR_DB = 12.0
 PSNR_RANGE_DB = 24.0
 DETAIL_MIN = 0.01
-PARALLAX_SAMPLES = 4096  # pixels per frame used to measure parallax (a regular grid)
 
 # (rendered [H,W,3], target [H,W,3]) -> LPIPS distance (lower is better)
 LpipsFn = Callable[[Tensor, Tensor], float]
@@ -99,7 +97,8 @@ def reconstruction_term(
                 lpips_values.append(distance)
                 scores.append(min(1.0, max(0.0, 1.0 - distance)))
             detail_factor = min(1.0, image_detail(frames[t]) / DETAIL_MIN)
-            pairs = [pair_parallax(geometry, t, s) for s in held_out.neighbours[t]]
+            parallax_from = frame_parallax(geometry, t)
+            pairs = [parallax_from(s) for s in held_out.neighbours[t]]
             parallax = sum(p.baseline_px for p in pairs) / len(pairs)
             depth_parallax = sum(p.evidence_px for p in pairs) / len(pairs)
             evidence = min(1.0, depth_parallax / parallax_full_px)
@@ -158,45 +157,13 @@ def reconstruction_term(
 
 
 def frame_parallax_px(geometry: Geometry, frame: int, neighbours: list[int]) -> float:
-    """Depth-induced parallax of ``frame`` seen from ``neighbours``, in pixels (see the module
-    docstring): the median over a grid of frame's pixels of |project(point at its depth) -
-    project(point at infinity)| in each neighbour, averaged over the neighbours. Pixels without
-    depth use the frame's median depth. 0 for a camera that does not translate."""
+    """Translation parallax of ``frame`` seen from ``neighbours``, in pixels: the mean over the
+    neighbours of evidence.PairParallax ``baseline_px`` (the median distance between where a
+    pixel lands at its depth and at infinite depth). 0 for a camera that does not translate."""
     if not neighbours:
         return 0.0
-    depth = geometry.depth[frame].double()  # [H,W]
-    height, width = depth.shape
-    step = max(1, int(math.sqrt(height * width / PARALLAX_SAMPLES)))
-    grid = pixel_grid(height, width, dtype=torch.float64)[step // 2 :: step, step // 2 :: step]
-    depth = depth[step // 2 :: step, step // 2 :: step]
-    known = depth > 0
-    if bool(known.any()):
-        fill = float(depth[known].median())
-    else:  # this frame has no depth: use the clip's (subsampled: exact enough, cheap)
-        positive = geometry.depth[geometry.depth > 0]
-        step_all = max(1, positive.numel() // 100_000)
-        fill = float(positive[::step_all].double().median()) if positive.numel() else 1.0
-    depth = torch.where(known, depth, torch.full_like(depth, fill)).reshape(-1)  # [N]
-    uv = grid.reshape(-1, 2)
-    k_inv = torch.linalg.inv(geometry.intrinsics[frame])
-    rays = torch.cat([uv, torch.ones_like(uv[:, :1])], dim=1) @ k_inv.T  # [N,3] camera, z = 1
-    camera_to_world = invert_rigid(geometry.world_to_camera[frame])
-    directions = rays @ camera_to_world[:3, :3].T  # [N,3] world
-    points = directions * depth[:, None] + camera_to_world[:3, 3]  # [N,3] world
-    values = []
-    for other in neighbours:
-        rotation = geometry.world_to_camera[other, :3, :3]
-        translation = geometry.world_to_camera[other, :3, 3]
-        k = geometry.intrinsics[other]
-        near = points @ rotation.T + translation  # [N,3] in the neighbour's camera
-        far = directions @ rotation.T  # the same rays at infinite depth
-        visible = (near[:, 2] > 1e-9) & (far[:, 2] > 1e-9)
-        if not bool(visible.any()):
-            continue
-        near_px = near[visible, :2] / near[visible, 2:] * k[[0, 1], [0, 1]]
-        far_px = far[visible, :2] / far[visible, 2:] * k[[0, 1], [0, 1]]
-        values.append(float((near_px - far_px).norm(dim=1).median()))
-    return float(sum(values) / len(values)) if values else 0.0
+    parallax_from = frame_parallax(geometry, frame)
+    return sum(parallax_from(other).baseline_px for other in neighbours) / len(neighbours)
 
 
 def _mean(values: list[float]) -> float | None:

@@ -217,21 +217,20 @@ def trajectory_term(geometry: Geometry, target: TargetPath) -> TermResult:
         translation_score = math.exp(-metrics["translation_extent_rel_depth"] / STILL_SIGMA)
     metrics["translation_score"] = translation_score
 
-    if target.has_translation:
-        # A translation is only checkable where depth is observable (evidence.py): a flat
-        # picture sliding has a camera path too, and must not be paid for following it.
-        height, width = geometry.depth.shape[1:]
-        depth_evidence = clip_depth_evidence(geometry, DEPTH_PARALLAX_FULL * max(height, width))
-        metrics["depth_evidence"] = depth_evidence
     weight_t = 0.2 + 0.6 * target.has_translation
     weight_r = 0.2 + 0.6 * target.has_rotation
     score = (weight_t * translation_score + weight_r * rotation_score) / (weight_t + weight_r)
     metrics["translation_weight"] = weight_t / (weight_t + weight_r)
     reason = None
     if target.has_translation:
-        score *= metrics["depth_evidence"]
-        if metrics["depth_evidence"] < 0.5:
-            reason = (f"depth is barely observable (3D evidence {metrics['depth_evidence']:.2f}): "
+        # A translation is only checkable where depth is observable (evidence.py): a flat
+        # picture sliding has a camera path too, and must not be paid for following it.
+        height, width = geometry.depth.shape[1:]
+        depth_evidence = clip_depth_evidence(geometry, DEPTH_PARALLAX_FULL * max(height, width))
+        metrics["depth_evidence"] = depth_evidence
+        score *= depth_evidence
+        if depth_evidence < 0.5:
+            reason = (f"depth is barely observable (3D evidence {depth_evidence:.2f}): "
                       "a homography explains the views, so the requested translation cannot be "
                       "confirmed")  # fmt: skip
     if registered.numel() < num_frames:
