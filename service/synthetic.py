@@ -51,9 +51,12 @@ def _boxes() -> list[tuple[int, float, tuple[float, float, float, float], int]]:
     return faces
 
 
-def _texture(pattern: int, a: np.ndarray, b: np.ndarray, detail: float = 1.0) -> np.ndarray:
+def _texture(
+    pattern: int, a: np.ndarray, b: np.ndarray, detail: float = 1.0, contrast: float = 1.0,
+) -> np.ndarray:  # fmt: skip
     """Colourful procedural texture on plane coordinates (a, b) -> [...,3]; ``detail`` scales
-    its spatial frequencies (lower it for small images, where fine texture aliases)."""
+    its spatial frequencies (lower it for small images, where fine texture aliases),
+    ``contrast`` its amplitude around each surface's base colour (weak texture: few keypoints)."""
     rng = np.random.default_rng(100 + pattern)
     freqs = rng.uniform(1.5, 7.0, size=(3, 3)) * detail
     phases = rng.uniform(0, 2 * math.pi, size=(3, 3))
@@ -65,7 +68,8 @@ def _texture(pattern: int, a: np.ndarray, b: np.ndarray, detail: float = 1.0) ->
             value = value + 0.12 * np.sin(freqs[c, k] * (a * (k + 1) + b * (2 - k)) + phases[c, k])
         channels.append(value)
     checker = ((np.floor(a * 2.0 * detail) + np.floor(b * 2.0 * detail)) % 2) * 0.15 - 0.075
-    return np.clip(np.stack(channels, -1) + checker[..., None], 0, 1)
+    texture = np.stack(channels, -1) + checker[..., None]
+    return np.clip(base + contrast * (texture - base), 0, 1)
 
 
 def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -97,6 +101,10 @@ def camera_path(motion: str, num_frames: int) -> np.ndarray:
         elif motion == "move_right":
             centre = np.array([-1.0 + 2.0 * s, -0.2, -1.0])
             target = centre + np.array([0.0, 0.1, 5.0])
+        elif motion == "pan":  # turning 16 degrees, drifting 3 cm like a hand-held camera
+            angle = math.radians(-8 + 16 * s)
+            centre = np.array([-0.015 + 0.03 * s, -0.2, -1.0])
+            target = centre + np.array([math.sin(angle), 0.02, math.cos(angle)])
         elif motion == "static":
             centre, target = np.array([0.0, -0.2, -1.0]), np.array([0.0, 0.0, 8.0])
         else:
@@ -107,7 +115,7 @@ def camera_path(motion: str, num_frames: int) -> np.ndarray:
 
 def render_scene(
     world_to_camera: np.ndarray, intrinsics: np.ndarray, height: int, width: int,
-    detail: float = 1.0,
+    detail: float = 1.0, contrast: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Colour [H,W,3] in [0,1] and z-depth [H,W] of the room seen by one camera."""
     v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
@@ -127,17 +135,18 @@ def render_scene(
         p0, p1 = hit[..., others[0]], hit[..., others[1]]
         valid = (t > 1e-6) & (p0 >= lo0) & (p0 <= hi0) & (p1 >= lo1) & (p1 <= hi1) & (t < best_t)
         best_t = np.where(valid, t, best_t)
-        colour = np.where(valid[..., None], _texture(pattern, p0, p1, detail), colour)
+        colour = np.where(valid[..., None], _texture(pattern, p0, p1, detail, contrast), colour)
     depth = np.where(np.isfinite(best_t), best_t, 0.0)  # rays have z = 1: t is z-depth
     return colour, depth.astype(np.float32)
 
 
 def make_clip(
     motion: str = "orbit", num_frames: int = 8, height: int = 72, width: int = 128,
-    fov_deg: float = 60.0, detail: float = 1.0, supersample: int = 2,
+    fov_deg: float = 60.0, detail: float = 1.0, supersample: int = 2, contrast: float = 1.0,
 ) -> SyntheticClip:  # fmt: skip
     """A clip of the room. Colours are supersampled (``supersample``^2 rays per pixel, like a
-    real camera's anti-aliasing); depth is the pixel centre's."""
+    real camera's anti-aliasing); depth is the pixel centre's. ``contrast`` < 1 weakens every
+    texture (fewer keypoints, as in flat rendered scenes)."""
     focal = fov_to_focal(fov_deg, width)
     intrinsics = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
     fine = intrinsics.copy()
@@ -145,8 +154,9 @@ def make_clip(
     poses = camera_path(motion, num_frames)
     frames, depths = [], []
     for pose in poses:
-        _, depth = render_scene(pose, intrinsics, height, width, detail)
-        colour, _ = render_scene(pose, fine, height * supersample, width * supersample, detail)
+        _, depth = render_scene(pose, intrinsics, height, width, detail, contrast)
+        colour, _ = render_scene(pose, fine, height * supersample, width * supersample, detail,
+                                 contrast)  # fmt: skip
         colour = colour.reshape(height, supersample, width, supersample, 3).mean(axis=(1, 3))
         frames.append(np.round(colour * 255).astype(np.uint8))
         depths.append(depth)

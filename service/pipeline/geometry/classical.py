@@ -47,7 +47,7 @@ from service.pipeline.transforms import fov_to_focal
 from service.pipeline.types import Geometry, GeometryError, Video
 from service.settings import Settings
 
-ALGORITHM_VERSION = "2"  # bump when a change alters the geometry for the same input
+ALGORITHM_VERSION = "3"  # bump when a change alters the geometry for the same input
 
 MAX_FEATURES = 1500
 MATCH_RATIO = 0.85
@@ -59,14 +59,14 @@ MIN_KEYPOINTS = 40  # fewer on most frames: "too little texture"
 PARTNER_MIN_BASELINE_DEG = 2.0  # baseline angle at the scene's median depth for full credit
 CONFIDENT = 0.5
 PLAUSIBLE_FOV_DEG = (10.0, 150.0)  # horizontal field of view of real and generated cameras
-# A refined focal this close to the prior is taken without a second opinion.
-FOCAL_AGREES = 0.15  # relative difference
-# Otherwise the mapper is rerun with the prior focal held fixed; the refined focal wins only if
-# it is plausible and the fixed one's reprojection error is this much worse (low parallax, weak
-# texture and distant orbits leave the focal unconstrained: bundle adjustment then drifts it).
-# 1.0: on real footage the prior's error was only slightly worse while its dense depth covered
-# half as much (great_wall: 0.47 vs 0.85 coverage), so any gain in error counts.
-FOCAL_ERROR_RATIO = 1.0
+# The focal is trusted when bundle adjustment reaches it from different starting focals: runs
+# from the prior and from the prior scaled by each FOCAL_STARTS factor (about 40 and 73 degrees
+# around a 55 degree prior); two of them must end within FOCAL_AGREES of each other. Where the
+# data determine the focal, every run ends within ~3 % of the others; where low parallax, a
+# narrow field of view or weak texture leave it free, each run stays near where it started
+# (bench/RESULTS.md, "Focal"), and a single run cannot tell the two apart.
+FOCAL_STARTS = (0.7, 1.4)
+FOCAL_AGREES = 0.05  # relative difference between two runs' focals
 
 
 def is_available() -> tuple[bool, str]:
@@ -197,6 +197,13 @@ class ClassicalGeometry:
         num_frames = len(keypoints)
         if motion == "static":
             return sfm.static_poses(num_frames, camera), motion
+        if motion == "rotation":
+            # The widest pairs say the camera turns in place: COLMAP can still register such
+            # frames (its triangulations are noise), and calling that a translation would pay
+            # a moving object's flow as depth. The turn model is used when it links most frames.
+            rotation = sfm.rotation_only_poses(two_views, num_frames, camera)
+            if rotation.registered.sum() >= 0.5 * num_frames:
+                return rotation, motion
         refine_focal = self.known_intrinsics is None
         poses = sfm.incremental_poses(keypoints, two_views, camera, refine_focal=refine_focal)
         if refine_focal:
@@ -277,9 +284,10 @@ class ClassicalGeometry:
         neighbour_pairs = [two_views.get((t, t + 1)) for t in range(num_frames - 1)]
         displacement = [v.displacement for v in neighbour_pairs if v is not None]
         reason = _reason(motion, registered, num_frames, counts, poses)
-        if poses.diagnostics.get("focal_not_trusted"):
-            note = f"focal length not trusted: {poses.diagnostics['focal_not_trusted']}"
-            reason = f"{reason}; {note}" if reason else note
+        for key, label in (("focal_not_trusted", "not trusted"), ("focal_uncertain", "uncertain")):
+            if poses.diagnostics.get(key):
+                note = f"focal length {label}: {poses.diagnostics[key]}"
+                reason = f"{reason}; {note}" if reason else note
         fov = math.degrees(2 * math.atan(camera.width / (2 * camera.focal)))
         # Corrupted clips can break calibration (elastic warps: focal lengths far off); the
         # reward then drops through the renders, and the diagnostics say why.
@@ -323,35 +331,52 @@ class _SparsePass:
 
 
 def _trusted_focal(poses: SparsePoses, keypoints, two_views, prior: PinholeCamera) -> SparsePoses:
-    """Keep bundle adjustment's focal only when the data prefer it to the prior.
+    """Keep bundle adjustment's focal only when the data determine it.
 
-    A refined focal within FOCAL_AGREES of the prior is kept. Otherwise the mapper runs again
-    with the prior held fixed, and the refined focal is kept only if it lies in
-    PLAUSIBLE_FOV_DEG and the prior's reprojection error is FOCAL_ERROR_RATIO times worse with
-    no fewer frames registered; else the prior's reconstruction is used and
+    ``poses`` were refined from the prior. The mapper is run again, refining, from the prior's
+    focal times each of FOCAL_STARTS. The focal is trusted when two runs that register at least
+    half as many frames as the best one end within FOCAL_AGREES of each other, in
+    PLAUSIBLE_FOV_DEG; the first of them is used (the run from the prior when it agrees).
+    Otherwise the mapper runs with the prior held fixed, that reconstruction is used, and
     ``diagnostics['focal_not_trusted']`` says why (the reason reaches the result)."""
-    if not poses.registered.any():
+    runs = [poses] + [
+        sfm.incremental_poses(keypoints, two_views, PinholeCamera(
+            prior.width, prior.height, prior.focal * factor, prior.cx, prior.cy), refine_focal=True)
+        for factor in FOCAL_STARTS
+    ]  # fmt: skip
+    counts = [int(run.registered.sum()) for run in runs]
+    best = runs[int(np.argmax(counts))] if counts[0] == 0 else poses
+    if max(counts) == 0:
         return poses
-    refined = poses.camera.focal
-    if abs(refined - prior.focal) <= FOCAL_AGREES * prior.focal:
-        return poses
-    fov = math.degrees(2 * math.atan(prior.width / (2 * refined)))
+    ends = [run.camera.focal if n >= 0.5 * max(counts) else float("nan")
+            for run, n in zip(runs, counts)]  # fmt: skip
+    agreeing = [(i, j) for i in range(len(ends)) for j in range(i + 1, len(ends))
+                if abs(ends[i] - ends[j]) <= FOCAL_AGREES * 0.5 * (ends[i] + ends[j])]  # fmt: skip
+    converged = bool(agreeing)
+    if converged:  # the run from the prior when it is one of an agreeing pair
+        chosen = min(i for pair in agreeing for i in pair)
+        best = runs[chosen]
+    fov = math.degrees(2 * math.atan(prior.width / (2 * best.camera.focal)))
+    reached = ", ".join("-" if not math.isfinite(f) else f"{f:.0f}" for f in ends)
+    best.diagnostics["focal_from_starts_px"] = reached
+    if converged and PLAUSIBLE_FOV_DEG[0] <= fov <= PLAUSIBLE_FOV_DEG[1]:
+        return best
     fixed = sfm.incremental_poses(keypoints, two_views, prior, refine_focal=False)
-    error_refined = poses.diagnostics.get("reprojection_error_px", float("inf"))
-    error_fixed = fixed.diagnostics.get("reprojection_error_px", float("inf"))
-    plausible = PLAUSIBLE_FOV_DEG[0] <= fov <= PLAUSIBLE_FOV_DEG[1]
-    fewer = int(fixed.registered.sum()) < int(poses.registered.sum())
-    keep_refined = not fixed.registered.any() or (
-        plausible and (fewer or error_fixed > FOCAL_ERROR_RATIO * error_refined))
-    if keep_refined:
-        poses.diagnostics["focal_prior_error_px"] = float(error_fixed)
-        return poses
+    starts = ", ".join(f"{prior.focal * f:.0f}" for f in (1.0, *FOCAL_STARTS))
+    why = "implausible" if converged else "not determined by the data"
+    if not fixed.registered.any():  # only a refined focal reconstructs anything: keep it, say so
+        best.diagnostics["focal_uncertain"] = (
+            f"bundle adjustment's focal is {why} (from {starts} px it reached {reached} px), "
+            f"and the prior {prior.focal:.0f} px reconstructs nothing: {best.camera.focal:.0f} px "
+            "is used"
+        )
+        return best
     fixed.diagnostics["focal_not_trusted"] = (
-        f"bundle adjustment gave {refined:.0f} px ({fov:.0f} degree field of view), not better "
-        f"supported than the prior {prior.focal:.0f} px (reprojection error {error_refined:.2f} "
-        f"vs {error_fixed:.2f} px): the prior is used"
+        f"bundle adjustment's focal is {why} (from {starts} px it reached {reached} px): "
+        f"the prior {prior.focal:.0f} px is used"
     )
-    fixed.diagnostics["focal_rejected_px"] = float(refined)
+    fixed.diagnostics["focal_from_starts_px"] = reached
+    fixed.diagnostics["focal_rejected_px"] = float(best.camera.focal)
     return fixed
 
 
