@@ -69,7 +69,7 @@ FOCAL_AGREES = 0.15  # relative difference
 FOCAL_ERROR_RATIO = 1.0
 
 
-def is_available() -> tuple[bool, str]:
+def is_available(settings=None) -> tuple[bool, str]:  # settings: the interface's, unused here
     try:
         import pycolmap  # noqa: F401
     except ImportError as exc:
