@@ -215,6 +215,43 @@ def test_warm_up_runs_every_configured_shape_twice_with_three_or_more_frames(da3
     assert shapes == [(first, "eager")]
 
 
+def test_compiled_backbone_does_not_recompile_for_a_request_of_a_warmed_up_shape(da3_dir, offline, monkeypatch):
+    """A real torch.compile of the DA3 backbone on the CPU (dynamo with its ``eager`` backend:
+    the graph capture, guards and recompiles are dynamo's; only code generation is skipped,
+    it needs triton on CUDA). After warm-up, a request of a configured shape compiles nothing."""
+    from torch._dynamo.utils import counters
+
+    from service.pipeline import RewardPipeline
+    from service.pipeline.geometry import acceleration
+    from service.schemas import ScoreOptions
+
+    def compile_with_dynamo_only(module, path, engine_cache):
+        return torch.compile(module, backend="eager", dynamic=None)  # as compile_backbone, minus codegen
+
+    monkeypatch.setattr(acceleration, "candidate_paths", lambda mode, device: ["torch_compile", "eager"])
+    monkeypatch.setattr(acceleration, "path_prerequisites", lambda path: (True, "stand-in"))
+    monkeypatch.setattr(acceleration, "compile_backbone", compile_with_dynamo_only)
+
+    def graphs_compiled() -> int:
+        return int(counters["stats"]["unique_graphs"])
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        settings = da3_settings(da3_dir, da3_compile="torch_compile", da3_warm_up_shapes=["4x48x80"],
+                                max_frames=4)  # fmt: skip
+        pipeline = RewardPipeline(settings)
+        assert pipeline.geometry_model().acceleration.path == "torch_compile"
+        after_warm_up = graphs_compiled()
+        assert after_warm_up > 0  # the counter does see compilation
+        clip = make_clip("orbit", num_frames=4, height=48, width=80)
+        frames = (np.asarray(clip.frames) * 255).round().astype(np.uint8)
+        pipeline.run(frames, options=ScoreOptions(terms=["trajectory"]))
+        assert graphs_compiled() == after_warm_up, "a request of the warmed-up shape recompiled"
+    finally:
+        torch._dynamo.reset()
+
+
 # -- conversions at the adapter (pure) -------------------------------------------------------
 def test_processing_size_is_patch_aligned_and_keeps_the_aspect():
     assert processing_size(480, 832, 504) == (294, 504)
