@@ -399,4 +399,12 @@ def test_da3_on_cuda_bf16_with_acceleration(da3_dir, offline, tmp_path):
     result = pipeline(np.asarray(clip.frames), prompt="The camera orbits to the left.")
     assert result.geometry.backend == "da3"
     assert all(math.isfinite(t.score) for t in result.terms.values() if t.score is not None)
-    assert result.versions.backends["da3_acceleration"] in ("tensorrt", "torch_compile", "eager")
+    # Eager is what a failed acceleration falls back to: here it counts as a failure (unless
+    # no compiler is installed at all, which is a skip, not a pass).
+    from service.pipeline.geometry.acceleration import path_prerequisites
+
+    if not any(path_prerequisites(path)[0] for path in ("tensorrt", "torch_compile")):
+        pytest.skip("neither torch-tensorrt nor triton is installed: nothing to accelerate with")
+    path = result.versions.backends["da3_acceleration"]
+    reason = pipeline.geometry_model().acceleration.reason
+    assert path in ("tensorrt", "torch_compile"), f"acceleration fell back to {path}: {reason}"

@@ -39,17 +39,30 @@ os.environ.setdefault("DA3_LOG_LEVEL", "WARN")
 PACKAGE = "depth_anything_3"
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
-# Licences of the published checkpoints (docs/models.md): small/base Apache-2.0,
-# large/giant (and the nested giant-large) CC BY-NC 4.0.
-LICENCES = {
-    "da3-small": "Apache-2.0",
-    "da3-base": "Apache-2.0",
-    "da3-large": "CC-BY-NC-4.0",
-    "da3-giant": "CC-BY-NC-4.0",
-    "da3nested-giant-large": "CC-BY-NC-4.0",
-    "da3metric-large": "see the model card",
-    "da3mono-large": "see the model card",
+
+
+@dataclass(frozen=True)
+class PublishedCheckpoint:
+    hub_id: str
+    licence: str  # of the weights (the code package is Apache-2.0)
+    gaussian_head: bool  # carries DA3's Gaussian head (else we lift pixel-aligned Gaussians)
+
+
+# The published checkpoints (docs/models.md). Small/Base are Apache-2.0: the default GPU
+# profile uses Base with our own pixel-aligned Gaussians, usable commercially. Large, Giant
+# and the nested Giant-Large are CC BY-NC 4.0 (non-commercial); only Giant and nested carry
+# the Gaussian head, so the head is an opt-in that comes with that licence.
+PUBLISHED = {
+    "da3-small": PublishedCheckpoint("depth-anything/DA3-SMALL", "Apache-2.0", False),
+    "da3-base": PublishedCheckpoint("depth-anything/DA3-BASE", "Apache-2.0", False),
+    "da3-large": PublishedCheckpoint("depth-anything/DA3-LARGE", "CC-BY-NC-4.0", False),
+    "da3-giant": PublishedCheckpoint("depth-anything/DA3-GIANT", "CC-BY-NC-4.0", True),
+    "da3nested-giant-large": PublishedCheckpoint("depth-anything/DA3NESTED-GIANT-LARGE", "CC-BY-NC-4.0", True),
+    "da3metric-large": PublishedCheckpoint("depth-anything/DA3METRIC-LARGE", "see the model card", False),
+    "da3mono-large": PublishedCheckpoint("depth-anything/DA3MONO-LARGE", "see the model card", False),
 }
+LICENCES = {name: entry.licence for name, entry in PUBLISHED.items()}
+DEFAULT_PRESET = "da3-base"  # what Settings.da3_model names by default
 
 
 class CheckpointError(RuntimeError):
