@@ -135,9 +135,8 @@ def test_nested_gaussians_carry_the_metric_scale_of_depth_and_cameras(runs):
 @pytest.mark.parametrize("source_hw, process_res", [((480, 832), 504), ((720, 1280), 504), ((1080, 1920), 504),
                                                     ((50, 700), 504), ((96, 160), 84), ((72, 128), 84)])  # fmt: skip
 def test_processing_size_is_the_one_upstreams_input_processor_gives(source_hw, process_res):
-    from depth_anything_3.utils.io.input_processor import InputProcessor
-
     da3_parity.upstream_api()  # binds the torchvision stand-in
+    from depth_anything_3.utils.io.input_processor import InputProcessor
     image = np.zeros((*source_hw, 3), np.uint8)
     images, _, _ = InputProcessor()([image], process_res=process_res, num_workers=1)
     assert tuple(images.shape[-2:]) == processing_size(*source_hw, process_res)
