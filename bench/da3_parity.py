@@ -48,7 +48,8 @@ def main() -> int:
         "da3nested-giant-large (tiny)": save_tiny_da3(scratch / "nested", "da3nested-giant-large", seed=2),
     }
     frames = np.random.default_rng(0).integers(0, 256, (args.frames, args.height, args.width, 3), dtype=np.uint8)
-    print(f"torch {torch.__version__}, CPU, {args.frames} frames {args.height}x{args.width}, process_res {args.process_res}")
+    print(f"torch {torch.__version__}, CPU, {args.frames} frames {args.height}x{args.width}, "
+          f"process_res {args.process_res}")  # fmt: skip
     print("\n| network | upstream | field | max abs | max rel |")
     print("|---|---|---|---|---|")
     for label, directory in checkpoints.items():
@@ -65,7 +66,8 @@ def main() -> int:
                 exported = da3_parity.exported_gaussians(prediction, theirs.depth)
                 scale = theirs.scale_factor or 1.0
                 exported["means"], exported["scales"] = exported["means"] * scale, exported["scales"] * scale
-                rows.update({f"gaussians.{k}": v for k, v in da3_parity.compare_gaussians(ours.gaussians, exported).items()})
+                gaussians = da3_parity.compare_gaussians(ours.gaussians, exported)
+                rows.update({f"gaussians.{name}": figures for name, figures in gaussians.items()})
             for field, figures in rows.items():
                 print(f"| {label} | {mode} | {field} | {figures['max_abs']:.3g} | {figures['max_rel']:.3g} |")
 
@@ -86,7 +88,8 @@ def main() -> int:
         size = processing_size(*source_hw, 504)
         ours = normalise_uint8_frames(torch.from_numpy(resize_source_frame(image, size))[None])
         gap = (ours - theirs[None]).abs()
-        print(f"| {source_hw[0]}x{source_hw[1]} | {size[0]}x{size[1]} | {float(gap.max()):.3f} | {float(gap.mean()):.4f} |")
+        print(f"| {source_hw[0]}x{source_hw[1]} | {size[0]}x{size[1]} | {float(gap.max()):.3f} | "
+              f"{float(gap.mean()):.4f} |")  # fmt: skip
     return 0
 
 

@@ -278,7 +278,7 @@ def batching_section(args, models, device) -> None:
     import torch
 
     from service.pipeline.decode import load_video
-    from service.pipeline.geometry.da3 import DA3Geometry, frame_chunking_breaks_batches
+    from service.pipeline.geometry.da3 import DA3Geometry, why_videos_cannot_share_a_call
 
     frames = min(args.frames)
     print(f"\n## 3. DA3 alone, {frames} frames of {args.height}x{args.width}: one video per call vs {args.batch}")
@@ -289,10 +289,11 @@ def batching_section(args, models, device) -> None:
     clock = Clock(torch, device)
     single, _ = clock(lambda: [backend.predict(v) for v in videos], repeats=args.repeats)
     batched, _ = clock(lambda: backend.predict_many(videos), repeats=args.repeats)
-    why = frame_chunking_breaks_batches(backend.loaded.network, frames)
+    why = why_videos_cannot_share_a_call(backend.loaded.network, frames)
     print("| DA3 calls | videos/s |\n|---|---|")
     print(f"| 1 video per call | {args.batch / single:.2f} |")
-    print(f"| {args.batch} videos per call{' (ran one by one: ' + why + ')' if why else ''} | {args.batch / batched:.2f} |")
+    note = f" (ran one by one: {why})" if why else ""
+    print(f"| {args.batch} videos per call{note} | {args.batch / batched:.2f} |")
 
 
 # -- 4. the Gaussian head (opt-in checkpoint) ---------------------------------------------------

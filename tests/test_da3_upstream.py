@@ -20,7 +20,7 @@ pytest.importorskip("depth_anything_3", reason="depth-anything-3 not installed (
 pytest.importorskip("plyfile", reason="upstream's Gaussian export needs plyfile (dev extra)")
 
 from service.pipeline.geometry import da3_checkpoint  # noqa: E402
-from service.pipeline.geometry.da3 import DA3Geometry, frame_chunking_breaks_batches, processing_size  # noqa: E402
+from service.pipeline.geometry.da3 import DA3Geometry, processing_size  # noqa: E402
 from service.pipeline.decode import load_video  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from tests import da3_parity  # noqa: E402
@@ -146,6 +146,8 @@ def test_several_videos_share_a_forward_pass_only_where_upstream_allows_it(check
     """Upstream's DPT head (the Giant's Gaussian head) breaks on a batch of videos with more
     than 8 frames; predict_many then runs them one by one. DualDPT-only networks batch, and
     each video's geometry is the one it gets alone."""
+    from service.pipeline.geometry.da3 import why_videos_cannot_share_a_call
+
     rng = np.random.default_rng(3)
     sources = [rng.integers(0, 256, (9, 28, 42, 3), dtype=np.uint8) for _ in range(2)]
     for model_name, batches in (("da3-giant", False), ("da3-small", True)):
@@ -154,7 +156,7 @@ def test_several_videos_share_a_forward_pass_only_where_upstream_allows_it(check
         backend = DA3Geometry(settings=settings)
         videos = [load_video(s, max_frames=9, long_side=42, geometry_size=backend.input_size) for s in sources]
         network = backend.loaded.network
-        assert (frame_chunking_breaks_batches(network, 9) is None) == batches
+        assert (why_videos_cannot_share_a_call(network, 9) is None) == batches
         if not batches:  # the upstream bug this guards against is still there
             stacked = torch.cat([backend.network_input(v) for v in videos])
             with pytest.raises(RuntimeError), torch.inference_mode():

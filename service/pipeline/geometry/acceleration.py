@@ -10,8 +10,8 @@ disk), ``torch.compile``, or eager; chosen at warm-up with automatic fallback.
 A path counts as working only when warm-up forward passes through the whole network succeed
 with it, at every configured request shape (``da3_warm_up_shapes``: frames and source size,
 at least 3 frames so DA3's reference-view branch is the one compiled), twice each on a
-compiled path, so a request of those shapes never compiles; any failure (package missing, unsupported op, engine build error) restores the
-eager backbone and tries the next one. The CPU always runs eager fp32. The chosen path and the
+compiled path, so a request of those shapes never compiles. Any failure (package missing,
+unsupported op, engine build error) restores the eager backbone and tries the next one. The CPU always runs eager fp32. The chosen path and the
 reasons for skipping the others are reported in the result's versions and by ``reward3d info``
 (which only *plans*: it never compiles).
 

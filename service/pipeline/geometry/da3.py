@@ -25,7 +25,7 @@ Data flow of :meth:`DA3Geometry.predict`:
 The network is loaded once per process (da3_checkpoint.load_da3) and warmed up when the
 backend is built, at the shapes real requests will have (``da3_warm_up_shapes``), so a
 compiled backbone does not recompile inside a request. Several videos can share one forward
-pass (``predict_many``) where upstream's heads allow it (frame_chunking_breaks_batches).
+pass (``predict_many``) where upstream's heads allow it (why_videos_cannot_share_a_call).
 """
 
 from __future__ import annotations
@@ -90,8 +90,6 @@ def processing_size(height: int, width: int, process_res: int) -> tuple[int, int
         return max(PATCH, down + PATCH if side - down >= PATCH - (side - down) else down)
 
     scale = process_res / max(height, width)
-    if max(height, width) == process_res:
-        scale = 1.0
     return (nearest_multiple(max(1, round(height * scale))),
             nearest_multiple(max(1, round(width * scale))))  # fmt: skip
 
@@ -281,7 +279,7 @@ def prediction_to_geometry(
     )
 
 
-def frame_chunking_breaks_batches(network: nn.Module, num_frames: int) -> str | None:
+def why_videos_cannot_share_a_call(network: nn.Module, num_frames: int) -> str | None:
     """Why ``network`` must not see several videos in one call of ``num_frames`` frames, or
     None when it may.
 
@@ -320,7 +318,9 @@ class DA3Geometry:
 
     def versions(self) -> dict[str, str]:
         return {
-            "geometry": f"da3-1:{self.loaded.model_name}@{self.settings.da3_process_res}",
+            # da3-2: the network sees the source frames resized once (da3-1: working frames
+            # resized again), and nested Gaussians carry the metric scale: scores changed.
+            "geometry": f"da3-2:{self.loaded.model_name}@{self.settings.da3_process_res}",
             "da3_source": self.loaded.source,
             "da3_licence": LICENCES.get(self.loaded.model_name, "unknown"),
             "da3_gaussians": "head" if self.loaded.has_gaussian_head else "pixel-aligned (ours)",
@@ -369,11 +369,11 @@ class DA3Geometry:
 
     def predict_many(self, videos: list[Video]) -> list[Geometry]:
         """Several videos in one forward pass when they share a shape and the network allows
-        it (frame_chunking_breaks_batches); one call per video otherwise. Each result is the
+        it (why_videos_cannot_share_a_call); one call per video otherwise. Each result is the
         one ``predict`` gives for that video alone."""
         inputs = [self.network_input(video) for video in videos]
         shapes = {tuple(images.shape) for images in inputs}
-        if len(videos) < 2 or len(shapes) != 1 or frame_chunking_breaks_batches(
+        if len(videos) < 2 or len(shapes) != 1 or why_videos_cannot_share_a_call(
             self.loaded.network, inputs[0].shape[1]
         ):
             return [self._to_geometry(self._forward(images)[0], video) for images, video in zip(inputs, videos)]
