@@ -17,7 +17,14 @@ import pytest
 import torch
 
 pytest.importorskip("depth_anything_3", reason="depth-anything-3 not installed (scripts/install.sh)")
-pytest.importorskip("plyfile", reason="upstream's Gaussian export needs plyfile (dev extra)")
+# What depth_anything_3.api imports at module level (the dev extra installs them); only the
+# tests that run upstream's API need them.
+UPSTREAM_API_DEPENDENCIES = ("plyfile", "trimesh", "imageio", "moviepy.editor")
+
+
+def needs_upstream_api() -> None:
+    for name in UPSTREAM_API_DEPENDENCIES:
+        pytest.importorskip(name, reason=f"upstream's API imports {name} (pip install -e '.[dev]')")
 
 from service.pipeline.geometry import da3_checkpoint  # noqa: E402
 from service.pipeline.geometry.da3 import DA3Geometry, processing_size  # noqa: E402
@@ -61,24 +68,29 @@ def frames():
 
 @pytest.fixture(scope="module")
 def runs(checkpoints, frames):
-    """Per model, computed once: ours, and upstream in fp32 (autocast off)."""
+    """Per model, computed once: ours, and (``upstream=True``) upstream in fp32 (autocast off)."""
     cache = {}
 
-    def get(model_name):
+    def get(model_name, upstream=True):
         if model_name not in cache:
-            ours, backend = da3_parity.run_ours(checkpoints[model_name], frames, PROCESS_RES)
-            theirs, prediction = da3_parity.run_upstream(
+            cache[model_name] = da3_parity.run_ours(checkpoints[model_name], frames, PROCESS_RES)
+        ours, backend = cache[model_name]
+        if not upstream:
+            return ours, backend, None, None
+        needs_upstream_api()
+        key = (model_name, "upstream")
+        if key not in cache:
+            cache[key] = da3_parity.run_upstream(
                 backend.loaded.network, model_name, frames, PROCESS_RES, fp32=True,
                 infer_gs=backend.loaded.has_gaussian_head,
             )  # fmt: skip
-            cache[model_name] = (ours, backend, theirs, prediction)
-        return cache[model_name]
+        return (ours, backend, *cache[key])
 
     return get
 
 
 def test_giant_with_its_gaussian_head_runs_infer_gs_through_the_production_loader(runs, frames):
-    ours, backend, _, _ = runs("da3-giant")
+    ours, backend, _, _ = runs("da3-giant", upstream=False)
     loaded = backend.loaded
     assert loaded.model_name == "da3-giant" and loaded.has_gaussian_head
     assert type(loaded.network).__name__ == "DepthAnything3Net"
@@ -101,7 +113,7 @@ def test_wrapper_matches_upstream_inference(runs, model_name):
 
 
 def test_wrapper_matches_upstream_as_shipped_with_its_cpu_autocast(runs, frames):
-    ours, backend, _, _ = runs("da3-small")
+    ours, backend, _, _ = runs("da3-small")  # also checks the upstream API's dependencies
     theirs, _ = da3_parity.run_upstream(backend.loaded.network, "da3-small", frames, PROCESS_RES,
                                         fp32=False, infer_gs=False)  # fmt: skip
     report = da3_parity.compare(ours, theirs)
@@ -135,6 +147,7 @@ def test_nested_gaussians_carry_the_metric_scale_of_depth_and_cameras(runs):
 @pytest.mark.parametrize("source_hw, process_res", [((480, 832), 504), ((720, 1280), 504), ((1080, 1920), 504),
                                                     ((50, 700), 504), ((96, 160), 84), ((72, 128), 84)])  # fmt: skip
 def test_processing_size_is_the_one_upstreams_input_processor_gives(source_hw, process_res):
+    needs_upstream_api()
     da3_parity.upstream_api()  # binds the torchvision stand-in
     from depth_anything_3.utils.io.input_processor import InputProcessor
     image = np.zeros((*source_hw, 3), np.uint8)
