@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # A GPU worker: `reward3d worker` with torch (CUDA), gsplat compiled here for the listed GPU
 # architectures (no JIT compile at first use), Depth Anything 3 and, optionally, TensorRT.
+# Default DA3 checkpoint: DA3-BASE (Apache-2.0) with reward3d's own pixel-aligned Gaussians;
+# DA3-GIANT's Gaussian head is an opt-in (CC BY-NC 4.0 weights; its e3nn dependency is in the
+# `models` extra, so the image runs either). docs/models.md.
 # Model weights are NEVER baked in: mount them (e.g. at /models) and point REWARD3D_DA3_MODEL,
 # REWARD3D_VLM_MODEL, REWARD3D_LPIPS_WEIGHTS or HF_HOME at them (docs/operations.md).
 #   docker build -f docker/worker.Dockerfile -t reward3d-worker .
@@ -52,8 +55,10 @@ FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-${UBUNTU_VERSION} AS runtime
 LABEL org.opencontainers.image.title="reward3d-worker" \
       org.opencontainers.image.description="reward3d GPU worker (models mounted, never baked in)"
 ENV DEBIAN_FRONTEND=noninteractive
+# gcc + libc6-dev + python3-dev: triton (torch.compile's CUDA code generator) compiles a small
+# C launcher against Python's headers the first time each kernel runs, inside the container.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
+    && apt-get install -y --no-install-recommends python3 python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --create-home --home-dir /home/reward3d reward3d \
     && mkdir -p /data/blobs /models /var/cache/reward3d/tensorrt /run/reward3d \
@@ -71,7 +76,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/reward3d
 # The final image imports the pipeline (system libraries included); gsplat's kernels load on a GPU.
-RUN python -c "import cv2, pycolmap, av, torch, depth_anything_3, transformers, service.pipeline, service.jobs.worker"
+RUN python -c "import cv2, pycolmap, av, torch, depth_anything_3, e3nn, transformers, service.pipeline, service.jobs.worker" \
+    && gcc --version > /dev/null
 # Healthy = models loaded and warmed, taking jobs (service/jobs/readiness.py). Loading DA3 and
 # the VLM (and building a TensorRT engine the first time) takes minutes: a long start period.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=900s --retries=3 \

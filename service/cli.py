@@ -184,7 +184,7 @@ def info(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         device = resolve_device(settings.device)
         report["torch"] = torch.__version__
         report["device"] = str(device)
-        report["geometry"] = {k: {"usable": ok, "why": why} for k, (ok, why) in geometry_availability().items()}
+        report["geometry"] = {k: {"usable": ok, "why": why} for k, (ok, why) in geometry_availability(settings).items()}
         report["renderers"] = {k: {"usable": ok, "why": why} for k, (ok, why) in renderer_availability().items()}
         report["active"] = {
             "geometry": resolve_geometry_backend(settings).value,

@@ -2,6 +2,7 @@
 which licence, and (with ``--load``) whether they load. Layout and hub ids: docs/models.md.
 
     reward3d models check [--load] [--json]
+    reward3d models list [--json]     # every DA3 checkpoint choice, its licence and Gaussians
 
 Exit status: 0 when every configured model was found (and loaded, with ``--load``); 1 when a
 configured one is missing or broken. Models that are not configured are listed as such and
@@ -43,10 +44,20 @@ def check_da3(settings, load: bool) -> dict[str, Any]:
     if directory is None:
         return _entry(True, False, where)
     name = checkpoint_model_name(directory)
-    entry = _entry(True, True, where, model=name, licence=LICENCES.get(name, "unknown"))
+    entry = _entry(True, True, where, model=name, licence=LICENCES.get(name, "unknown"),
+                   gaussians=_gaussians_of(name))  # fmt: skip
     if load:
         entry.update(_try_load(lambda: _load_da3(settings)))
     return entry
+
+
+def _gaussians_of(preset: str) -> str:
+    from service.pipeline.geometry.da3_checkpoint import PUBLISHED
+
+    entry = PUBLISHED.get(preset)
+    if entry is None:
+        return "unknown preset"
+    return "DA3's Gaussian head" if entry.gaussian_head else "pixel-aligned, lifted by reward3d from depth"
 
 
 def _load_da3(settings) -> str:
@@ -148,6 +159,35 @@ def _try_load(load) -> dict[str, Any]:
         return {"loaded": True, "detail": load()}
     except Exception as exc:  # any loading failure is reported, never a traceback
         return {"loaded": False, "found": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+@models_app.command("list")
+def list_choices(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every DA3 checkpoint reward3d can use: hub id, licence of the weights, Gaussians."""
+    from service.cli import load_settings, stdout
+    from service.pipeline.geometry.da3_checkpoint import DEFAULT_PRESET, PUBLISHED
+
+    configured = load_settings().da3_model
+    choices = {
+        name: {"hub_id": entry.hub_id, "licence": entry.licence, "gaussians": _gaussians_of(name),
+               "default": name == DEFAULT_PRESET,
+               "configured": configured.rstrip("/").lower() in (entry.hub_id.lower(), name)}
+        for name, entry in PUBLISHED.items()
+    }  # fmt: skip
+    vlm = {"licence": QWEN3_VL_LICENCE}
+    if as_json:
+        sys.stdout.write(json.dumps({"da3": choices, "vlm": vlm}, indent=2) + "\n")
+        return
+    table = Table(title="DA3 checkpoints (REWARD3D_DA3_MODEL)", title_justify="left")
+    for column in ("preset", "hub id", "licence", "Gaussians", ""):
+        table.add_column(column)
+    for name, entry in choices.items():
+        marks = ", ".join(m for m, on in (("default", entry["default"]), ("configured", entry["configured"])) if on)
+        table.add_row(name, entry["hub_id"], entry["licence"], entry["gaussians"], marks)
+    stdout.print(table)
+    stdout.print(f"Qwen3-VL (REWARD3D_VLM_MODEL): {QWEN3_VL_LICENCE}")
 
 
 @models_app.command("check")

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     da3_max_frames: int = Field(
         128, ge=1, description="Largest frame count the DA3 engine is built for (dynamic shape)."
     )
+    da3_warm_up_shapes: Annotated[list[str], NoDecode] = Field(
+        ["16x480x832"],
+        description="Request shapes DA3 is compiled for at start-up, each 'FRAMESxHEIGHTxWIDTH' "
+        "of the SOURCE video (480x832: Wan 2.1). Frames: what requests sample (max_frames); "
+        "at least 3, so DA3's reference-view branch is compiled. A source size not listed "
+        "compiles (or builds a TensorRT engine) inside its first request.",
+    )
     novel_views: int = Field(
         4, ge=1, le=16, description="Novel views rendered off the estimated path for the VLM."
     )
@@ -201,7 +208,7 @@ class Settings(BaseSettings):
     blob_ttl_s: int = Field(3_600, ge=60, description="Uploaded tensors no running job uses.")
     idempotency_ttl_s: int = Field(86_400, ge=1, description="Idempotency-Key -> job mapping.")
 
-    @field_validator("api_keys", "retry_backoff_s", mode="before")
+    @field_validator("api_keys", "retry_backoff_s", "da3_warm_up_shapes", mode="before")
     @classmethod
     def _comma_separated(cls, value):
         if isinstance(value, str):
@@ -223,6 +230,21 @@ class Settings(BaseSettings):
         if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
         return value
+
+    @field_validator("da3_warm_up_shapes")
+    @classmethod
+    def _check_warm_up_shapes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("da3_warm_up_shapes needs at least one FRAMESxHEIGHTxWIDTH shape")
+        for shape in value:
+            parts = shape.lower().split("x")
+            if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ValueError(f"warm-up shape {shape!r} is not FRAMESxHEIGHTxWIDTH, e.g. 16x480x832")
+        return value
+
+    def warm_up_shapes(self) -> list[tuple[int, int, int]]:
+        """``da3_warm_up_shapes`` as (frames, source height, source width)."""
+        return [tuple(int(p) for p in shape.lower().split("x")) for shape in self.da3_warm_up_shapes]
 
     def default_weights(self) -> dict[str, float]:
         return {

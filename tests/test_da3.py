@@ -48,7 +48,8 @@ def offline(monkeypatch):
 
 def da3_settings(da3_dir, **extra) -> Settings:
     values = dict(geometry_backend="da3", da3_model=str(da3_dir), da3_process_res=84,
-                  renderer="torch_points", max_frames=6, long_side=80, device="cpu")  # fmt: skip
+                  renderer="torch_points", max_frames=6, long_side=80, device="cpu",
+                  da3_warm_up_shapes=["6x48x80"])  # fmt: skip
     return Settings(**{**values, **extra})
 
 
@@ -79,6 +80,38 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, offline):
         load_da3(str(tmp_path / "nowhere"), device=torch.device("cpu"))
     directory, why = da3_checkpoint.resolve_checkpoint(str(tmp_path))
     assert directory is None and "lacks config.json" in why
+
+
+def test_config_without_a_network_description_falls_back_to_the_preset(da3_dir, offline, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(da3_dir / "model.safetensors", bare / "model.safetensors")
+    (bare / "config.json").write_text(json.dumps({"model_name": "da3-small"}))  # no "config"
+    loaded = load_da3(str(bare), device=torch.device("cpu"))
+    assert loaded.model_name == "da3-small"
+    reference = load_da3(str(da3_dir), device=torch.device("cpu")).network.state_dict()
+    state = loaded.network.state_dict()
+    assert state.keys() == reference.keys() and all(torch.equal(state[k], reference[k]) for k in state)
+
+
+def test_availability_reads_the_settings_it_is_given(da3_dir, offline, monkeypatch):
+    from service.pipeline.geometry import da3, geometry_availability, resolve_geometry_backend
+    from service.settings import get_settings
+
+    monkeypatch.setenv("REWARD3D_DA3_MODEL", str(da3_dir / "not-here"))  # the process settings
+    get_settings.cache_clear()
+    try:
+        given = da3_settings(da3_dir, geometry_backend="auto")
+        ok, why = da3.is_available(given)
+        assert ok and str(da3_dir) in why
+        assert geometry_availability(given)["da3"][0] is True
+        assert da3.is_available()[0] is False  # no settings: the process ones
+        # auto picks DA3 only on CUDA, so on a CPU the given settings still mean classical.
+        assert resolve_geometry_backend(given).value == "classical"
+    finally:
+        get_settings.cache_clear()
 
 
 def test_config_naming_code_outside_the_package_is_refused():
@@ -121,6 +154,103 @@ def test_pipeline_runs_with_random_da3_and_returns_finite_terms(da3_dir, offline
     again = pipeline.run(clip.frames, prompt="The camera orbits to the left.").result
     assert again.terms["reconstruction"].score == result.terms["reconstruction"].score
     assert again.geometry.world_to_camera == result.geometry.world_to_camera
+
+
+def test_da3_sees_the_source_frames_resized_once(da3_dir, offline):
+    """The network's input is each sampled source frame resized once (area) to the
+    processing size, not the working-resolution frame enlarged again."""
+    from service.pipeline import RewardPipeline
+    from service.pipeline.decode import resize_source_frame
+    from service.pipeline.geometry.da3 import normalise_uint8_frames
+    from service.schemas import ScoreOptions
+
+    source = np.random.default_rng(1).integers(0, 256, (4, 96, 160, 3), dtype=np.uint8)
+    pipeline = RewardPipeline(da3_settings(da3_dir, da3_warm_up_shapes=["4x96x160"]))
+    network = pipeline.geometry_model().loaded.network
+    seen = []
+    hook = network.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        output = pipeline.run(source, options=ScoreOptions(terms=["trajectory"], max_frames=4))
+    finally:
+        hook.remove()
+    assert (output.video.height, output.video.width) == (48, 80)  # working size (long side 80)
+    (images,) = seen
+    size = processing_size(96, 160, 84)
+    assert size == (56, 84) and images.shape == (1, 4, 3, *size)
+    expected = normalise_uint8_frames(torch.from_numpy(np.stack([resize_source_frame(f, size) for f in source])))
+    torch.testing.assert_close(images, expected, atol=0, rtol=0)
+    # What the network saw before: the 48x80 working frames enlarged to 56x84 (blurrier).
+    upsampled = preprocess_frames(output.video.frames, size)
+    assert float((upsampled - expected).abs().max()) > 0.5
+    # Geometry comes back at the working size, whatever the processing aspect was.
+    geometry = output.geometry
+    assert geometry.depth.shape == (4, 48, 80) and geometry.diagnostics["da3_process_size"] == "56x84"
+
+
+def test_warm_up_runs_every_configured_shape_twice_with_three_or_more_frames(da3_dir, offline, monkeypatch):
+    from service.pipeline.geometry import acceleration
+    from service.pipeline.geometry.da3 import DA3Geometry
+
+    # A compiled path "available" on this CPU (the compiler a stand-in that compiles nothing),
+    # so warm-up takes the compiled branch; the shapes it runs are what is checked.
+    monkeypatch.setattr(acceleration, "candidate_paths", lambda mode, device: ["torch_compile", "eager"])
+    monkeypatch.setattr(acceleration, "path_prerequisites", lambda path: (True, "stand-in"))
+    monkeypatch.setattr(acceleration, "compile_backbone", lambda module, path, engine_cache: module)
+    shapes = []
+    original = DA3Geometry._forward
+
+    def recording(self, images, path=None):
+        shapes.append((tuple(images.shape), path))
+        return original(self, images, path)
+
+    monkeypatch.setattr(DA3Geometry, "_forward", recording)
+    settings = da3_settings(da3_dir, da3_compile="torch_compile", da3_warm_up_shapes=["5x96x160", "3x48x48"])
+    backend = DA3Geometry(settings=settings)
+    assert backend.acceleration.path == "torch_compile"
+    first, second = (1, 5, 3, 56, 84), (1, 3, 3, 84, 84)
+    assert shapes == [(first, "torch_compile")] * 2 + [(second, "torch_compile")] * 2
+    # Plain eager (the CPU): one pass, at the first shape.
+    shapes.clear()
+    monkeypatch.setattr(acceleration, "candidate_paths", lambda mode, device: ["eager"])
+    DA3Geometry(settings=da3_settings(da3_dir, da3_warm_up_shapes=["5x96x160", "3x48x48"]))
+    assert shapes == [(first, "eager")]
+
+
+def test_compiled_backbone_does_not_recompile_for_a_request_of_a_warmed_up_shape(da3_dir, offline, monkeypatch):
+    """A real torch.compile of the DA3 backbone on the CPU (dynamo with its ``eager`` backend:
+    the graph capture, guards and recompiles are dynamo's; only code generation is skipped,
+    it needs triton on CUDA). After warm-up, a request of a configured shape compiles nothing."""
+    from torch._dynamo.utils import counters
+
+    from service.pipeline import RewardPipeline
+    from service.pipeline.geometry import acceleration
+    from service.schemas import ScoreOptions
+
+    def compile_with_dynamo_only(module, path, engine_cache):
+        return torch.compile(module, backend="eager", dynamic=None)  # as compile_backbone, minus codegen
+
+    monkeypatch.setattr(acceleration, "candidate_paths", lambda mode, device: ["torch_compile", "eager"])
+    monkeypatch.setattr(acceleration, "path_prerequisites", lambda path: (True, "stand-in"))
+    monkeypatch.setattr(acceleration, "compile_backbone", compile_with_dynamo_only)
+
+    def graphs_compiled() -> int:
+        return int(counters["stats"]["unique_graphs"])
+
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        settings = da3_settings(da3_dir, da3_compile="torch_compile", da3_warm_up_shapes=["4x48x80"],
+                                max_frames=4)  # fmt: skip
+        pipeline = RewardPipeline(settings)
+        assert pipeline.geometry_model().acceleration.path == "torch_compile"
+        after_warm_up = graphs_compiled()
+        assert after_warm_up > 0  # the counter does see compilation
+        clip = make_clip("orbit", num_frames=4, height=48, width=80)
+        frames = (np.asarray(clip.frames) * 255).round().astype(np.uint8)
+        pipeline.run(frames, options=ScoreOptions(terms=["trajectory"]))
+        assert graphs_compiled() == after_warm_up, "a request of the warmed-up shape recompiled"
+    finally:
+        torch._dynamo.reset()
 
 
 # -- conversions at the adapter (pure) -------------------------------------------------------
@@ -233,6 +363,20 @@ def test_gaussian_head_output_becomes_our_gaussians_within_budget():
     assert torch.equal(gaussians.means[0], means[1 * w + 1])
 
 
+def test_head_gaussians_follow_the_scene_scale():
+    count = 2 * 4 * 6
+    means, scales = torch.randn(count, 3), torch.rand(count, 3)
+    arguments = dict(rotations_wxyz=torch.tensor([[1.0, 0, 0, 0]]).repeat(count, 1),
+                     harmonics=torch.zeros(count, 3, 9), opacities=torch.full((count,), 0.5),
+                     num_frames=2, height=4, width=6, max_gaussians=10_000)  # fmt: skip
+    plain = head_gaussians_to_ours(means, scales, **arguments)
+    metric = head_gaussians_to_ours(means, scales, scene_scale=2.5, **arguments)
+    torch.testing.assert_close(metric.means, 2.5 * plain.means)
+    torch.testing.assert_close(metric.scales, 2.5 * plain.scales)
+    torch.testing.assert_close(metric.quats, plain.quats)
+    torch.testing.assert_close(metric.colors, plain.colors)
+
+
 def test_clamped_cameras_drop_the_head_gaussians():
     from service.pipeline.types import Gaussians
 
@@ -256,4 +400,12 @@ def test_da3_on_cuda_bf16_with_acceleration(da3_dir, offline, tmp_path):
     result = pipeline(np.asarray(clip.frames), prompt="The camera orbits to the left.")
     assert result.geometry.backend == "da3"
     assert all(math.isfinite(t.score) for t in result.terms.values() if t.score is not None)
-    assert result.versions.backends["da3_acceleration"] in ("tensorrt", "torch_compile", "eager")
+    # Eager is what a failed acceleration falls back to: here it counts as a failure (unless
+    # no compiler is installed at all, which is a skip, not a pass).
+    from service.pipeline.geometry.acceleration import path_prerequisites
+
+    if not any(path_prerequisites(path)[0] for path in ("tensorrt", "torch_compile")):
+        pytest.skip("neither torch-tensorrt nor triton is installed: nothing to accelerate with")
+    path = result.versions.backends["da3_acceleration"]
+    reason = pipeline.geometry_model().acceleration.reason
+    assert path in ("tensorrt", "torch_compile"), f"acceleration fell back to {path}: {reason}"

@@ -124,3 +124,35 @@ def test_truncated_mp4_keeps_what_decodes(tmp_path):
 def test_bad_arrays_raise_a_clear_error(array, message):
     with pytest.raises(PipelineInputError, match=message):
         load_video(array, max_frames=8, long_side=64)
+
+
+def test_geometry_frames_are_the_source_resized_once(tmp_path):
+    """A geometry model that names its input size gets each sampled SOURCE frame resized once
+    to it (uint8), from every input kind; without one, no extra frames are kept."""
+    array = clip_array(frames=6, height=72, width=120)
+    requested = []
+
+    def geometry_size(height, width):
+        requested.append((height, width))
+        return (42, 70)  # shrinks both sides: area averaging
+
+    video = load_video(array, max_frames=3, long_side=40, geometry_size=geometry_size)
+    assert requested and set(requested) == {(72, 120)}  # asked with the SOURCE size
+    assert video.frames.shape == (3, 24, 40, 3)
+    geometry = video.geometry_frames
+    assert geometry.dtype == torch.uint8 and geometry.shape == (3, 42, 70, 3)
+    # Area averaging of the source keeps its mean; the sampled frames are the same ones.
+    for frame, index in zip(geometry, video.source_indices):
+        assert abs(float(frame.float().mean()) - float(array[index].mean())) < 1.0
+    assert load_video(array, max_frames=3, long_side=40).geometry_frames is None
+    # Enlarging (bicubic) on a float clip: converted to uint8 first, saturated, not wrapped.
+    grown = load_video(array.astype(np.float32) / 255, max_frames=2, long_side=40,
+                       geometry_size=lambda h, w: (84, 140)).geometry_frames  # fmt: skip
+    assert grown.shape == (2, 84, 140, 3) and grown.dtype == torch.uint8
+    # A video file: same frames (the codec is lossy, so compare brightness).
+    smooth = np.stack([np.full((64, 96, 3), 20 * i, dtype=np.uint8) for i in range(8)])
+    write_mp4(tmp_path / "clip.mp4", smooth)
+    video = load_video(tmp_path / "clip.mp4", max_frames=4, long_side=48, geometry_size=lambda h, w: (56, 84))
+    assert video.geometry_frames.shape == (4, 56, 84, 3)
+    means = video.geometry_frames.float().mean(dim=(1, 2, 3))
+    assert torch.allclose(means, torch.tensor([0.0, 40, 100, 140]), atol=4)

@@ -44,7 +44,23 @@ def test_models_check_fails_for_a_missing_configured_model(tmp_path, monkeypatch
     assert "does not exist" in report["models"]["vlm"]["where"]
 
 
-def test_info_names_the_da3_backbone_path():
+def test_info_names_the_da3_backbone_path(monkeypatch):
+    monkeypatch.setenv("REWARD3D_DEVICE", "cpu")  # a CUDA machine with triton would plan torch_compile
     result = runner.invoke(app, ["info", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["active"]["da3_acceleration"].startswith("eager")
+
+
+def test_models_list_says_each_checkpoints_licence_and_gaussians(monkeypatch):
+    monkeypatch.setenv("REWARD3D_DA3_MODEL", "depth-anything/DA3-GIANT")
+    result = runner.invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    da3 = json.loads(result.stdout)["da3"]
+    default = [name for name, entry in da3.items() if entry["default"]]
+    assert default == ["da3-base"] and da3["da3-base"]["licence"] == "Apache-2.0"
+    assert "pixel-aligned" in da3["da3-base"]["gaussians"]  # ours: commercially usable default
+    assert da3["da3-giant"]["licence"] == "CC-BY-NC-4.0" and "head" in da3["da3-giant"]["gaussians"]
+    assert da3["da3-giant"]["configured"] and not da3["da3-base"]["configured"]
+    from service.settings import Settings
+
+    assert Settings.model_fields["da3_model"].default == da3["da3-base"]["hub_id"]

@@ -2,7 +2,7 @@
 masks, and the adapter for clients that return service RewardResult objects."""
 
 import concurrent.futures
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -93,14 +93,23 @@ def test_an_exception_fails_the_whole_batch_with_its_message():
 
 
 def test_submit_returns_before_the_reward_is_computed():
-    source = InProcessRewardSource(brightness_reward, latency_s=0.3)
+    # Causality, not timing: the reward cannot finish until the test releases it, so submit()
+    # returning with the future pending proves it did not wait for the computation.
+    release, started = threading.Event(), threading.Event()
+
+    def gated_reward(frames, prompts, terms=None):
+        started.set()
+        assert release.wait(5), "the test never released the reward"
+        return brightness_reward(frames, prompts)
+
+    source = InProcessRewardSource(gated_reward)
     try:
-        started = time.perf_counter()
         future = source.submit(np.zeros((1, 1, 2, 2, 3), np.uint8), ["x"])
-        assert time.perf_counter() - started < 0.1 and not future.done()
+        assert started.wait(5) and not future.done()  # running in the pool, not finished
+        release.set()
         assert future.result(5).ok.all()
-        assert time.perf_counter() - started >= 0.3
     finally:
+        release.set()
         source.close()
 
 

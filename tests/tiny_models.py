@@ -27,6 +27,42 @@ def save_da3_small(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def tiny_da3_config(model_name: str) -> dict:
+    """The package's shipped config for ``model_name`` with every backbone swapped for the
+    smallest one (ViT-S: the same classes, fewer dims) and the heads sized to match. Heads,
+    Gaussian adapter (degree-2 SH, depth offsets), camera encoder/decoder and, for nested
+    models, the metric branch keep the preset's classes and options."""
+    from service.pipeline.geometry.da3_checkpoint import shipped_config
+
+    small = shipped_config("da3-small")
+
+    def shrink(branch: dict) -> dict:
+        branch = {**branch, "net": dict(small["net"])}
+        for name in ("head", "gs_head"):
+            if name in branch:
+                branch[name] = {**branch[name], **{key: small["head"][key] for key in
+                                                   ("dim_in", "features", "out_channels")}}  # fmt: skip
+        if "cam_enc" in branch:
+            branch["cam_enc"] = {**branch["cam_enc"], "dim_out": small["cam_enc"]["dim_out"]}
+            branch["cam_dec"] = {**branch["cam_dec"], "dim_in": small["cam_dec"]["dim_in"]}
+        return branch
+
+    config = shipped_config(model_name)
+    if "anyview" in config:  # nested: an any-view branch and a metric branch
+        return {**config, "anyview": shrink(config["anyview"]), "metric": shrink(config["metric"])}
+    return shrink(config)
+
+
+def save_tiny_da3(directory: Path, model_name: str = "da3-giant", seed: int = 0) -> Path:
+    """A tiny random network of ``model_name``'s classes (tiny_da3_config), saved with
+    save_pretrained under that preset name."""
+    from service.pipeline.geometry.da3_checkpoint import DA3Checkpoint
+
+    torch.manual_seed(seed)
+    DA3Checkpoint(model_name=model_name, config=tiny_da3_config(model_name)).save_pretrained(directory)
+    return directory
+
+
 def build_tokenizer(words=WORDS, digits=DIGITS):
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -10,10 +10,15 @@ Arrays are [T,H,W,3] (also [T,H,W], [T,H,W,1], [T,H,W,4] and channel-first [T,3,
 uint8 in [0,255] or float in [0,1]. Frames are sampled evenly over the whole clip (the first
 and last kept: parallax comes from the whole path) and resized so the longer side is
 ``long_side`` pixels, keeping the aspect ratio.
+
+A geometry model that wants its own input size (DA3: long side ``da3_process_res``, sides
+multiples of 14) passes ``geometry_size``: each sampled source frame is then also resized
+once, on uint8, straight from the source to that size (``Video.geometry_frames``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -25,6 +30,8 @@ from service.pipeline.types import PipelineInputError, Video
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_DECODED_FRAMES = 20_000  # refuse absurdly long inputs instead of filling memory
 MAX_SIDE = 8192
+# (source height, source width) -> (height, width) the geometry model wants its input at.
+GeometrySize = Callable[[int, int], tuple[int, int]]
 
 
 def load_video(
@@ -33,11 +40,12 @@ def load_video(
     max_frames: int,
     long_side: int,
     frame_stride: int = 1,
+    geometry_size: GeometrySize | None = None,
 ) -> Video:
     """Read, sample and resize. Raises PipelineInputError with a reason on bad input."""
     if isinstance(source, (np.ndarray, torch.Tensor)):
         return frames_to_video(source, max_frames=max_frames, long_side=long_side,
-                               frame_stride=frame_stride)
+                               frame_stride=frame_stride, geometry_size=geometry_size)
     path = Path(source)
     if not path.exists():
         raise PipelineInputError(f"no such file or folder: {path}")
@@ -51,9 +59,9 @@ def load_video(
         raise PipelineInputError(f"{path} is a single image; a video needs at least 2 frames")
     else:
         return _read_video_file(path, max_frames=max_frames, long_side=long_side,
-                                frame_stride=frame_stride)
+                                frame_stride=frame_stride, geometry_size=geometry_size)
     return frames_to_video(array, max_frames=max_frames, long_side=long_side,
-                           frame_stride=frame_stride, fps=fps)
+                           frame_stride=frame_stride, fps=fps, geometry_size=geometry_size)
 
 
 def sample_indices(num_frames: int, *, max_frames: int, frame_stride: int = 1) -> list[int]:
@@ -71,6 +79,24 @@ def working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def resize_source_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One resize of a source frame [H,W,3] uint8 -> [h,w,3] uint8: area averaging when
+    shrinking, bicubic when either side grows (saturated to 0..255), as DA3's own input
+    processing does."""
+    height, width = frame.shape[:2]
+    new_h, new_w = size
+    if (new_h, new_w) == (height, width):
+        return np.ascontiguousarray(frame)
+    interpolation = cv2.INTER_CUBIC if new_h > height or new_w > width else cv2.INTER_AREA
+    return cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    if frame.dtype == np.uint8:
+        return frame
+    return np.round(np.clip(frame, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def frames_to_video(
     array: np.ndarray | torch.Tensor,
     *,
@@ -78,6 +104,7 @@ def frames_to_video(
     long_side: int,
     frame_stride: int = 1,
     fps: float | None = None,
+    geometry_size: GeometrySize | None = None,
 ) -> Video:
     """Validate an in-memory clip, then sample and resize it."""
     array = _as_thwc(array)
@@ -87,12 +114,19 @@ def frames_to_video(
             f"need at least 2 frames after sampling (frame_stride={frame_stride}), got {len(indices)}"
         )
     frames = [_resize(_to_float(array[i]), long_side) for i in indices]
+    geometry_frames = None
+    if geometry_size is not None:
+        size = geometry_size(array.shape[1], array.shape[2])
+        geometry_frames = torch.from_numpy(
+            np.stack([resize_source_frame(_to_uint8(array[i]), size) for i in indices])
+        )
     return Video(
         frames=torch.from_numpy(np.stack(frames)),
         source_indices=indices,
         source_num_frames=array.shape[0],
         source_size=(array.shape[1], array.shape[2]),
         fps=fps,
+        geometry_frames=geometry_frames,
     )
 
 
@@ -193,12 +227,15 @@ def _read_safetensors(path: Path) -> np.ndarray:
     )
 
 
-def _read_video_file(path: Path, *, max_frames: int, long_side: int, frame_stride: int) -> Video:
+def _read_video_file(path: Path, *, max_frames: int, long_side: int, frame_stride: int,
+                     geometry_size: GeometrySize | None = None) -> Video:  # fmt: skip
     """Decode with PyAV, keeping only the sampled frames (resized as they arrive)."""
     total = _count_frames(path)  # packets; a packet that fails to decode makes this too high
     for _attempt in range(2):
         wanted = set(sample_indices(total, max_frames=max_frames, frame_stride=frame_stride))
-        frames, indices, source_size, fps, decoded = _decode_frames(path, wanted, long_side)
+        frames, geometry_frames, indices, source_size, fps, decoded = _decode_frames(
+            path, wanted, long_side, geometry_size
+        )
         if decoded >= total or len(frames) == len(wanted):
             break
         total = decoded  # fewer decodable frames than packets: sample again over what exists
@@ -210,13 +247,14 @@ def _read_video_file(path: Path, *, max_frames: int, long_side: int, frame_strid
         source_num_frames=total,
         source_size=source_size,
         fps=fps,
+        geometry_frames=torch.from_numpy(np.stack(geometry_frames)) if geometry_size else None,
     )
 
 
-def _decode_frames(path: Path, wanted: set[int], long_side: int):
+def _decode_frames(path: Path, wanted: set[int], long_side: int, geometry_size: GeometrySize | None):
     import av
 
-    frames, indices, source_size, fps, decoded = [], [], None, None, 0
+    frames, geometry_frames, indices, source_size, fps, decoded = [], [], [], None, None, 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -229,6 +267,9 @@ def _decode_frames(path: Path, wanted: set[int], long_side: int):
                     rgb = frame.to_ndarray(format="rgb24")
                     source_size = rgb.shape[:2]
                     frames.append(_resize(rgb.astype(np.float32) / 255.0, long_side))
+                    if geometry_size is not None:
+                        size = geometry_size(*source_size)
+                        geometry_frames.append(resize_source_frame(rgb, size))
                     indices.append(index)
                 if index >= max(wanted, default=-1):
                     break
@@ -238,7 +279,7 @@ def _decode_frames(path: Path, wanted: set[int], long_side: int):
         if len(frames) < 2:
             raise PipelineInputError(f"cannot decode video {path}: {exc}") from None
         # A truncated tail: keep what decoded; the resampling pass picks frames that exist.
-    return frames, indices, source_size, fps, decoded
+    return frames, geometry_frames, indices, source_size, fps, decoded
 
 
 def _count_frames(path: Path) -> int:

@@ -129,6 +129,14 @@ class RewardPipeline:
         timings: dict[str, float] = {}
         clock = _Stopwatch(timings, on_stage)
 
+        # The geometry model (built once) is chosen first: one that wants its own input size
+        # gets the source frames resized once to it at decode.
+        model = None
+        if geometry_arrays is not None:
+            model = get_geometry(GeometryBackend.ORACLE, settings=settings, arrays=geometry_arrays)
+        elif set(terms_wanted) & set(GEOMETRY_TERMS):
+            model = self.geometry_model()
+
         # 1. Decode: sample frames over the whole clip, resize to the working resolution.
         with clock("decode"):
             clip = load_video(
@@ -136,6 +144,7 @@ class RewardPipeline:
                 max_frames=options.max_frames or settings.max_frames,
                 long_side=options.long_side or settings.long_side,
                 frame_stride=options.frame_stride or settings.frame_stride,
+                geometry_size=getattr(model, "input_size", None),
             )
             target = target_from_request(
                 prompt=prompt, trajectory=trajectory, times=clip.normalized_times
@@ -143,13 +152,8 @@ class RewardPipeline:
 
         # 2. Geometry: depth, confidence and cameras per frame (skipped when no wanted term
         #    needs it, e.g. the trainer's quality-only dynamic phase).
-        geometry, geometry_error, model = None, None, None
+        geometry, geometry_error = None, None
         with clock("geometry"):
-            if geometry_arrays is not None:
-                model = get_geometry(GeometryBackend.ORACLE, settings=settings,
-                                     arrays=geometry_arrays)  # fmt: skip
-            elif set(terms_wanted) & set(GEOMETRY_TERMS):
-                model = self.geometry_model()
             try:
                 geometry = model.predict(clip) if model is not None else None
             except GeometryError as exc:

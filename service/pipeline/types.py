@@ -30,6 +30,10 @@ class Video:
     source_num_frames: int  # frames in the input before sampling
     source_size: tuple[int, int]  # (H, W) of the input before resizing
     fps: float | None = None
+    # [T,h,w,3] uint8 RGB: the same sampled frames resized ONCE from the source to the size
+    # the geometry model asked for (GeometryModel.input_size); None when it asked for none.
+    # A learned model then sees the source pixels, not the working frames upsampled again.
+    geometry_frames: Tensor | None = None
 
     def __post_init__(self) -> None:
         t, h, w, c = self.frames.shape
@@ -37,6 +41,10 @@ class Video:
             raise PipelineInputError("frames must be float32 [T,H,W,3]")
         if len(self.source_indices) != t:
             raise PipelineInputError("one source index per frame")
+        if self.geometry_frames is not None:
+            g = self.geometry_frames
+            if g.dtype != torch.uint8 or g.ndim != 4 or g.shape[0] != t or g.shape[-1] != 3:
+                raise PipelineInputError("geometry_frames must be uint8 [T,h,w,3], one per frame")
 
     @property
     def num_frames(self) -> int:

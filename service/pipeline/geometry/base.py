@@ -1,7 +1,9 @@
 """The geometry interface: every backend turns a Video into a Geometry.
 
 A backend is a class with a ``name``, a ``predict(video, *, ...)`` method and ``versions()``;
-its module has ``is_available() -> (bool, reason)`` so ``reward3d info`` can say why a backend
+it may have ``input_size(height, width) -> (h, w)``: the size it wants each source frame at
+(decode then fills ``Video.geometry_frames``, resized once from the source). Its module has
+``is_available(settings) -> (bool, reason)`` so ``reward3d info`` can say why a backend
 is unusable on this machine without importing heavy dependencies at start-up.
 """
 

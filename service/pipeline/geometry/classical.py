@@ -69,7 +69,7 @@ FOCAL_STARTS = (0.7, 1.4)
 FOCAL_AGREES = 0.05  # relative difference between two runs' focals
 
 
-def is_available() -> tuple[bool, str]:
+def is_available(settings=None) -> tuple[bool, str]:  # settings: the interface's, unused here
     try:
         import pycolmap  # noqa: F401
     except ImportError as exc:

@@ -3,8 +3,10 @@ frames in one forward pass (and, for checkpoints with a Gaussian head, 3D Gaussi
 
 Data flow of :meth:`DA3Geometry.predict`:
 
-1. resize the working-resolution frames so the long side is ``da3_process_res``, each side a
-   multiple of 14 (DA3's patch size), ImageNet-normalise: ``[1,T,3,h,w]``;
+1. the sampled SOURCE frames, resized once at decode (uint8; area when shrinking, cubic when
+   enlarging) so the long side is ``da3_process_res`` and each side a multiple of 14 (DA3's
+   patch size, the size upstream's ``upper_bound_resize`` gives), ImageNet-normalised:
+   ``[1,T,3,h,w]`` (a Video decoded without them: its working frames, resized again);
 2. one forward pass: bf16 autocast on CUDA (optionally a TensorRT / torch.compile backbone,
    see acceleration.py); a plain fp32 call on CPU (no autocast: DA3's own ``inference()``
    picks fp16 autocast on CPU, 2-3x slower);
@@ -20,8 +22,10 @@ Data flow of :meth:`DA3Geometry.predict`:
    Gaussians (DC colour of their spherical harmonics, subsampled to the budget) are handed to
    the pipeline in ``Geometry.gaussians``; otherwise the pipeline lifts its own.
 
-The network is loaded once per process (da3_checkpoint.load_da3) and warmed up on a tiny
-clip when the backend is built.
+The network is loaded once per process (da3_checkpoint.load_da3) and warmed up when the
+backend is built, at the shapes real requests will have (``da3_warm_up_shapes``), so a
+compiled backbone does not recompile inside a request. Several videos can share one forward
+pass (``predict_many``) where upstream's heads allow it (why_videos_cannot_share_a_call).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from service.pipeline.device import resolve_device
 from service.pipeline.gaussians import grid_stride
+from service.pipeline.geometry import acceleration
 from service.pipeline.geometry.acceleration import (
     AccelerationResult,
     accelerate_backbone,
@@ -56,17 +61,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_FOV_DEG = 5.0  # narrower than a long telephoto: not a camera a video model produces
 MAX_FOV_DEG = 160.0  # wider than any rectilinear lens
 SH_C0 = 0.28209479177387814  # degree-0 spherical harmonic: colour = 0.5 + SH_C0 * dc
-WARM_UP_FRAMES = 2
+DPT_CHUNK = 8  # frames per chunk in upstream's DPT head (its forward's default chunk_size)
 # Stochastic bits inside the network (sky-depth quantiles on random pixel samples in the
 # metric/nested variants) are seeded, so the same video gives the same geometry every time.
 FORWARD_SEED = 0
 
 
-def is_available() -> tuple[bool, str]:
+def is_available(settings: Settings | None = None) -> tuple[bool, str]:
+    """Can DA3 run here with ``settings`` (default: the process settings)?"""
     ok, why = package_available()
     if not ok:
         return False, why
-    source = get_settings().da3_model
+    source = (settings or get_settings()).da3_model
     directory, where = resolve_checkpoint(source)
     if directory is None:
         return False, f"checkpoint not found: {where}"
@@ -75,16 +81,31 @@ def is_available() -> tuple[bool, str]:
 
 # -- 1. pre-processing (pure) ---------------------------------------------------------------
 def processing_size(height: int, width: int, process_res: int) -> tuple[int, int]:
-    """(h, w) with the long side near ``process_res``, both multiples of 14 (at least 14)."""
+    """(h, w) DA3 processes an H x W source at: the long side scaled to ``process_res``
+    (sides rounded to whole pixels), then each side to its nearest multiple of 14 (ties
+    upwards, at least 14): the size upstream's ``upper_bound_resize`` arrives at."""
+
+    def nearest_multiple(side: int) -> int:
+        down = side // PATCH * PATCH
+        return max(PATCH, down + PATCH if side - down >= PATCH - (side - down) else down)
+
     scale = process_res / max(height, width)
-    return (
-        max(PATCH, round(height * scale / PATCH) * PATCH),
-        max(PATCH, round(width * scale / PATCH) * PATCH),
-    )
+    return (nearest_multiple(max(1, round(height * scale))),
+            nearest_multiple(max(1, round(width * scale))))  # fmt: skip
+
+
+def normalise_uint8_frames(frames: Tensor) -> Tensor:
+    """frames [T,h,w,3] uint8 RGB (already at the processing size) -> network input
+    [1,T,3,h,w] float32, ImageNet-normalised (x / 255, minus mean, over std)."""
+    images = frames.permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return ((images - mean) / std)[None].contiguous()
 
 
 def preprocess_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
-    """frames [T,H,W,3] float in [0,1] -> network input [1,T,3,h,w], ImageNet-normalised."""
+    """frames [T,H,W,3] float in [0,1] -> network input [1,T,3,h,w], ImageNet-normalised.
+    The fallback for videos without ``geometry_frames`` (a resize of already resized frames)."""
     images = frames.permute(0, 3, 1, 2).float()
     if tuple(images.shape[-2:]) != tuple(size):
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
@@ -167,8 +188,14 @@ def head_gaussians_to_ours(
     height: int,
     width: int,
     max_gaussians: int,
+    scene_scale: float = 1.0,
 ) -> Gaussians:
     """DA3's pixel-aligned head output -> our Gaussians, within the budget.
+
+    ``scene_scale`` multiplies means and scales: nested checkpoints rescale depth and camera
+    translations to metric units after the head has run (upstream leaves the head's
+    Gaussians in the network's own units), so the Gaussians must follow, or they would be
+    rendered with cameras from a differently sized scene.
 
     Colour is the view-independent part (degree-0 band) of the spherical harmonics: our
     renderers take RGB. Over budget, every s-th pixel in each direction is kept and its scale
@@ -182,9 +209,9 @@ def head_gaussians_to_ours(
     quats = rotations_wxyz[keep].float()
     quats = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     gaussians = Gaussians(
-        means=means[keep].float().contiguous(),
+        means=(means[keep].float() * scene_scale).contiguous(),
         quats=quats.contiguous(),
-        scales=(scales[keep].float() * stride).contiguous(),
+        scales=(scales[keep].float() * (stride * scene_scale)).contiguous(),
         opacities=opacities[keep].float().clamp(0, 1).contiguous(),
         colors=colours.float().contiguous(),
         source_frame=(keep // (height * width)).to(torch.long),
@@ -252,6 +279,28 @@ def prediction_to_geometry(
     )
 
 
+def why_videos_cannot_share_a_call(network: nn.Module, num_frames: int) -> str | None:
+    """Why ``network`` must not see several videos in one call of ``num_frames`` frames, or
+    None when it may.
+
+    - Upstream's ``DPT`` head (metric/mono branches and the Giant's Gaussian head, which
+      subclasses it) splits frames into chunks of ``DPT_CHUNK`` with a loop over ``S`` on
+      features already flattened to ``B*S``: with B > 1 and S > DPT_CHUNK it processes only
+      the first video's frames (``DualDPT`` loops over ``B*S``, as fixed upstream).
+    - The nested model fits ONE metric scale factor over the whole batch, so a video's
+      geometry would depend on the others batched with it.
+    """
+    from depth_anything_3.model.da3 import NestedDepthAnything3Net
+    from depth_anything_3.model.dpt import DPT
+
+    if any(isinstance(m, NestedDepthAnything3Net) for m in network.modules()):
+        return "nested model: one metric scale is fitted over the whole batch"
+    chunked = [m for m in network.modules() if isinstance(m, DPT) and type(m).forward is DPT.forward]
+    if chunked and num_frames > DPT_CHUNK:
+        return f"{type(chunked[0]).__name__} head: frame chunking breaks batches of > {DPT_CHUNK} frames"
+    return None
+
+
 class DA3Geometry:
     """The ``da3`` backend: built once per pipeline, network shared by the whole process."""
 
@@ -269,27 +318,69 @@ class DA3Geometry:
 
     def versions(self) -> dict[str, str]:
         return {
-            "geometry": f"da3-1:{self.loaded.model_name}@{self.settings.da3_process_res}",
+            # da3-2: the network sees the source frames resized once (da3-1: working frames
+            # resized again), and nested Gaussians carry the metric scale: scores changed.
+            "geometry": f"da3-2:{self.loaded.model_name}@{self.settings.da3_process_res}",
             "da3_source": self.loaded.source,
             "da3_licence": LICENCES.get(self.loaded.model_name, "unknown"),
+            "da3_gaussians": "head" if self.loaded.has_gaussian_head else "pixel-aligned (ours)",
             "da3_acceleration": self.acceleration.path,
         }
 
-    def warm_up(self) -> None:
-        """Choose the backbone's execution path (compiles here, so the first request is not
-        slow) and run a tiny clip through the network once."""
-        size = processing_size(PATCH * 2, PATCH * 3, PATCH * 3)
-        example = torch.rand(1, WARM_UP_FRAMES, 3, *size, device=self.device)
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size (h, w) DA3 wants an H x W source frame at (decode resizes to it once)."""
+        return processing_size(height, width, self.settings.da3_process_res)
 
+    def warm_up_examples(self) -> list[Tensor]:
+        """Network inputs [1,T,3,h,w] at the shapes real requests will have: each configured
+        ``da3_warm_up_shapes`` entry (frames x source height x width) at its processing size."""
+        generator = torch.Generator().manual_seed(0)
+        examples = []
+        for frames, height, width in self.settings.warm_up_shapes():
+            size = self.input_size(height, width)
+            pixels = torch.randint(0, 256, (frames, *size, 3), dtype=torch.uint8, generator=generator)
+            examples.append(normalise_uint8_frames(pixels).to(self.device))
+        return examples
+
+    def warm_up(self) -> None:
+        """Choose the backbone's execution path and compile it here, at the configured request
+        shapes, so that no request compiles (or builds a TensorRT engine). Compiled paths run
+        every shape twice (the second pass must hit what the first compiled); plain eager
+        runs the first shape once (nothing to compile, it only proves the network runs)."""
+        examples = self.warm_up_examples()
+        compiled = acceleration.candidate_paths(self.settings.da3_compile, self.device.type) != ["eager"]
         self.acceleration = accelerate_backbone(
-            self.loaded, mode=self.settings.da3_compile, example=example, run=self._forward,
+            self.loaded, mode=self.settings.da3_compile,
+            example=examples if compiled or self.device.type == "cuda" else examples[:1],
+            passes=2 if compiled else 1, run=self._forward,
             engine_cache=self.settings.da3_engine_cache, max_frames=self.settings.da3_max_frames,
         )  # fmt: skip
 
-    def predict(self, video: Video) -> Geometry:
+    def network_input(self, video: Video) -> Tensor:
+        """[1,T,3,h,w]: the source frames resized once at decode (``geometry_frames``), or,
+        for a Video decoded without them, its working frames resized again."""
+        if video.geometry_frames is not None:
+            return normalise_uint8_frames(video.geometry_frames.to(self.device))
         size = processing_size(video.height, video.width, self.settings.da3_process_res)
-        images = preprocess_frames(video.frames.to(self.device), size)
-        raw = self._forward(images)
+        return preprocess_frames(video.frames.to(self.device), size)
+
+    def predict(self, video: Video) -> Geometry:
+        return self._to_geometry(self._forward(self.network_input(video))[0], video)
+
+    def predict_many(self, videos: list[Video]) -> list[Geometry]:
+        """Several videos in one forward pass when they share a shape and the network allows
+        it (why_videos_cannot_share_a_call); one call per video otherwise. Each result is the
+        one ``predict`` gives for that video alone."""
+        inputs = [self.network_input(video) for video in videos]
+        shapes = {tuple(images.shape) for images in inputs}
+        if len(videos) < 2 or len(shapes) != 1 or why_videos_cannot_share_a_call(
+            self.loaded.network, inputs[0].shape[1]
+        ):
+            return [self._to_geometry(self._forward(images)[0], video) for images, video in zip(inputs, videos)]
+        raws = self._forward(torch.cat(inputs, dim=0))
+        return [self._to_geometry(raw, video) for raw, video in zip(raws, videos)]
+
+    def _to_geometry(self, raw: RawPrediction, video: Video) -> Geometry:
         return prediction_to_geometry(
             raw,
             working_hw=(video.height, video.width),
@@ -298,9 +389,9 @@ class DA3Geometry:
         )
 
     # -- 2. the forward pass ----------------------------------------------------------------
-    def _forward(self, images: Tensor, path: str | None = None) -> RawPrediction:
-        """One pass over images [1,T,3,h,w]; ``path`` is the backbone's execution path
-        (default: the one chosen at warm-up)."""
+    def _forward(self, images: Tensor, path: str | None = None) -> list[RawPrediction]:
+        """One pass over images [B,T,3,h,w] (B videos); ``path`` is the backbone's execution
+        path (default: the one chosen at warm-up). One RawPrediction per video."""
         network = self.loaded.network
         infer_gs = self.loaded.has_gaussian_head
         cuda = self.device.type == "cuda"
@@ -317,19 +408,24 @@ class DA3Geometry:
                 output = network(images, None, None, [], infer_gs=infer_gs, use_ray_pose=False,
                                  ref_view_strategy="saddle_balanced")  # fmt: skip
         num_frames, height, width = output["depth"].shape[1:]
-        gaussians = None
-        if infer_gs and output.get("gaussians") is not None:
-            head = output["gaussians"]
-            gaussians = head_gaussians_to_ours(
-                head.means[0], head.scales[0], head.rotations[0], head.harmonics[0],
-                head.opacities[0].reshape(-1),
-                num_frames=num_frames, height=height, width=width,
-                max_gaussians=self.settings.max_gaussians,
-            )  # fmt: skip
-        return RawPrediction(
-            depth=output["depth"][0].float().cpu(),
-            confidence=output["depth_conf"][0].float().cpu(),
-            extrinsics=output["extrinsics"][0].float().cpu(),
-            intrinsics=output["intrinsics"][0].float().cpu(),
-            gaussians=gaussians,
-        )
+        # Nested checkpoints: the metric scale upstream applied to depth and cameras only.
+        scene_scale = float(output.get("scale_factor") or 1.0)
+        raws = []
+        for index in range(images.shape[0]):
+            gaussians = None
+            if infer_gs and output.get("gaussians") is not None:
+                head = output["gaussians"]
+                gaussians = head_gaussians_to_ours(
+                    head.means[index], head.scales[index], head.rotations[index],
+                    head.harmonics[index], head.opacities[index].reshape(-1),
+                    num_frames=num_frames, height=height, width=width,
+                    max_gaussians=self.settings.max_gaussians, scene_scale=scene_scale,
+                )  # fmt: skip
+            raws.append(RawPrediction(
+                depth=output["depth"][index].float().cpu(),
+                confidence=output["depth_conf"][index].float().cpu(),
+                extrinsics=output["extrinsics"][index].float().cpu(),
+                intrinsics=output["intrinsics"][index].float().cpu(),
+                gaussians=gaussians,
+            ))  # fmt: skip
+        return raws

@@ -39,17 +39,30 @@ os.environ.setdefault("DA3_LOG_LEVEL", "WARN")
 PACKAGE = "depth_anything_3"
 CHECKPOINT_FILES = ("config.json", "model.safetensors")
 
-# Licences of the published checkpoints (docs/models.md): small/base Apache-2.0,
-# large/giant (and the nested giant-large) CC BY-NC 4.0.
-LICENCES = {
-    "da3-small": "Apache-2.0",
-    "da3-base": "Apache-2.0",
-    "da3-large": "CC-BY-NC-4.0",
-    "da3-giant": "CC-BY-NC-4.0",
-    "da3nested-giant-large": "CC-BY-NC-4.0",
-    "da3metric-large": "see the model card",
-    "da3mono-large": "see the model card",
+
+
+@dataclass(frozen=True)
+class PublishedCheckpoint:
+    hub_id: str
+    licence: str  # of the weights (the code package is Apache-2.0)
+    gaussian_head: bool  # carries DA3's Gaussian head (else we lift pixel-aligned Gaussians)
+
+
+# The published checkpoints (docs/models.md). Small/Base are Apache-2.0: the default GPU
+# profile uses Base with our own pixel-aligned Gaussians, usable commercially. Large, Giant
+# and the nested Giant-Large are CC BY-NC 4.0 (non-commercial); only Giant and nested carry
+# the Gaussian head, so the head is an opt-in that comes with that licence.
+PUBLISHED = {
+    "da3-small": PublishedCheckpoint("depth-anything/DA3-SMALL", "Apache-2.0", False),
+    "da3-base": PublishedCheckpoint("depth-anything/DA3-BASE", "Apache-2.0", False),
+    "da3-large": PublishedCheckpoint("depth-anything/DA3-LARGE", "CC-BY-NC-4.0", False),
+    "da3-giant": PublishedCheckpoint("depth-anything/DA3-GIANT", "CC-BY-NC-4.0", True),
+    "da3nested-giant-large": PublishedCheckpoint("depth-anything/DA3NESTED-GIANT-LARGE", "CC-BY-NC-4.0", True),
+    "da3metric-large": PublishedCheckpoint("depth-anything/DA3METRIC-LARGE", "see the model card", False),
+    "da3mono-large": PublishedCheckpoint("depth-anything/DA3MONO-LARGE", "see the model card", False),
 }
+LICENCES = {name: entry.licence for name, entry in PUBLISHED.items()}
+DEFAULT_PRESET = "da3-base"  # what Settings.da3_model names by default
 
 
 class CheckpointError(RuntimeError):
@@ -104,14 +117,52 @@ def check_config_is_safe(config: Any, where: str = "config") -> None:
             check_config_is_safe(value, f"{where}[{index}]")
 
 
+def provide_pose_alignment_placeholder() -> bool:
+    """Make ``evo.core.trajectory`` importable when evo is not installed; True if we did.
+
+    Upstream's Gaussian adapter (Giant and nested checkpoints) imports
+    ``depth_anything_3.utils.pose_align``, which imports evo at module level. evo is used
+    only to align predicted poses to *given* cameras (``gt_extrinsics``); we never pass
+    cameras, so that code never runs. evo itself pulls pandas, seaborn and rosbags, so
+    instead of installing it we register a stand-in whose only class refuses to be used.
+    """
+    import importlib.util
+    import types
+
+    if "evo" in sys.modules or importlib.util.find_spec("evo") is not None:
+        return False
+
+    class PosePath3D:  # the one name pose_align imports
+        def __init__(self, *args, **kwargs) -> None:
+            raise RuntimeError(
+                "evo is not installed: DA3's alignment to given cameras needs it "
+                "(reward3d never passes cameras; `pip install evo` to use it anyway)"
+            )
+
+    modules = {name: types.ModuleType(name) for name in ("evo", "evo.core", "evo.core.trajectory")}
+    modules["evo.core.trajectory"].PosePath3D = PosePath3D
+    modules["evo"].core = modules["evo.core"]
+    modules["evo.core"].trajectory = modules["evo.core.trajectory"]
+    for name, module in modules.items():
+        module.__reward3d_placeholder__ = True
+        sys.modules[name] = module
+    return True
+
+
 def build_network(config: dict[str, Any]) -> nn.Module:
     """The DA3 network (DepthAnything3Net or its nested variant) from a description."""
     from omegaconf import OmegaConf
 
+    check_config_is_safe(config)
+    provide_pose_alignment_placeholder()
     from depth_anything_3.cfg import create_object
 
-    check_config_is_safe(config)
     return create_object(OmegaConf.create(config))
+
+
+def is_network_description(config: Any) -> bool:
+    """A network description names its class at the top (``__object__``)."""
+    return isinstance(config, dict) and "__object__" in config
 
 
 def _hub_mixin():
@@ -125,6 +176,11 @@ class DA3Checkpoint(nn.Module, _hub_mixin()):
 
     def __init__(self, model_name: str = "da3-large", config: dict[str, Any] | None = None):
         super().__init__()
+        if config is not None and not is_network_description(config):
+            # A config.json without a "config" key: huggingface_hub's mixin then passes the
+            # whole file as `config`. That is the documented preset fallback.
+            model_name = str(config.get("model_name", model_name))
+            config = None
         self.model_name = model_name
         self.model = build_network(config if config is not None else shipped_config(model_name))
         self.model.eval()

@@ -23,7 +23,7 @@ from service.pipeline.transforms import invert_rigid
 from service.pipeline.types import Geometry, PipelineInputError, Video
 
 
-def is_available() -> tuple[bool, str]:
+def is_available(settings=None) -> tuple[bool, str]:  # settings: the interface's, unused here
     return True, "needs geometry from the caller (--geometry-file)"
 
 
