@@ -136,9 +136,9 @@ def _render_view(
     visible = (z > NEAR_PLANE) & (gaussians.opacities > 0)
     opacity = gaussians.opacities.clamp(max=OPACITY_MAX)
     # Per-point constants of the accumulation rows (weight, weight*z, weight*rgb, log(1-a)):
-    # built once, scaled per splat, so each splat set is one [M,6] index_add.
-    base = torch.cat([opacity[:, None], (opacity * z)[:, None], opacity[:, None] * gaussians.colors,
-                      torch.log1p(-opacity)[:, None]], dim=1)  # fmt: skip
+    # built once as [6,N] rows, each scaled per splat by its kernel weight.
+    base = torch.cat([opacity[None], (opacity * z)[None], opacity[None] * gaussians.colors.T,
+                      torch.log1p(-opacity)[None]], dim=0)  # fmt: skip  # [6,N]
     # The footprint's pixel centres (c + 0.5 in [u - h, u + h]): at most K = floor(2h) + 1
     # per axis from c0 = ceil(u - 0.5 - h); K = 2 for a point at its native resolution.
     col0 = torch.where(visible, torch.ceil(u - 0.5 - half), -4.0 * MAX_HALF_WIDTH_PX)
@@ -146,17 +146,22 @@ def _render_view(
     size = torch.floor(2 * half) + 1
     dump = height * width
 
-    # (pixel ids [G], kernel weights [G], depths [G], accumulation rows [G,6]) per offset.
-    splats: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-    sizes = [int(k) for k in torch.unique(size).tolist()] if size.numel() else []
-    for k in sizes:
-        group = None if len(sizes) == 1 else torch.nonzero(size == k).flatten()
+    # (pixel ids [G], kernel weights [G], depths [G], accumulation rows [G,6], log(1-a) [G])
+    # per window offset.
+    splats: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
+    # Usually one size (points at about their native resolution): min/max instead of a sort.
+    low, high = (int(size.min()), int(size.max())) if size.numel() else (1, 0)
+    for k in range(low, high + 1):
+        group = None if low == high else torch.nonzero(size == k).flatten()
+        if group is not None and not group.numel():
+            continue
 
         def sel(x: Tensor, group=group) -> Tensor:
             return x if group is None else x[group]
 
         us, vs, hs, inv_w = sel(u), sel(v), sel(half), 1.0 / sel(tent_width)
-        zs, rows_base = sel(z), sel(base)
+        zs, log_clear = sel(z), sel(base[5])
+        rows_base = base if group is None else base[:, group]
         cols = [sel(col0) + o for o in range(k)]
         rows = [sel(row0) + o for o in range(k)]
         # Tent (bilinear) blending weights, normalised later; the floor keeps a footprint
@@ -168,7 +173,7 @@ def _render_view(
         for i in range(k):
             for j in range(k):
                 ids = torch.where(row_ok[i] & col_ok[j], rows[i] * width + cols[j], dump).long()
-                splats.append((ids, kv[i] * ku[j], zs, rows_base))
+                splats.append((ids, kv[i] * ku[j], zs, rows_base, log_clear))
     if not splats:
         return (
             background.expand(height, width, 3).clone(),
@@ -178,16 +183,19 @@ def _render_view(
 
     # 1. Z-buffer over the covering footprints; 2. the visible surface is the band behind it.
     nearest = torch.full((dump + 1,), float("inf"), device=device)
-    for ids, _, zs, _ in splats:
+    for ids, _, zs, _, _ in splats:
         nearest.scatter_reduce_(0, ids, zs, reduce="amin")
     limit = nearest * (1 + depth_tolerance)
     # 3. Normalised blending of the visible surface; coverage from the footprints' opacities.
-    sums = torch.zeros(dump + 1, 6, device=device)
-    for ids, kernel, zs, rows_base in splats:
-        front = (zs <= limit[ids]).to(kernel.dtype)
-        scale = torch.stack([kernel * front] * 5 + [front], dim=1)  # [G,6]
-        sums.index_add_(0, ids, rows_base * scale)
-    sums = sums[:dump]
+    sums = torch.zeros(6, dump + 1, device=device)  # weight, weight*z, weight*rgb, log(1-a)
+    for ids, kernel, zs, rows_base, log_clear in splats:
+        front = zs <= limit[ids]
+        weight = kernel * front
+        sums[0].index_add_(0, ids, weight * rows_base[0])
+        sums[1].index_add_(0, ids, weight * rows_base[1])
+        sums[2:5].index_add_(1, ids, weight * rows_base[2:5])
+        sums[5].index_add_(0, ids, log_clear * front)  # coverage counts a footprint whatever its kernel
+    sums = sums[:, :dump].T
     weight_sum = sums[:, 0]
     covered = weight_sum > 0
     safe = torch.where(covered, weight_sum, 1.0)
