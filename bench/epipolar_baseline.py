@@ -47,7 +47,10 @@ def main() -> None:
             continue
         a = np.float64([kp_a[m.queryIdx].pt for m in pairs])
         b = np.float64([kp_b[m.trainIdx].pt for m in pairs])
-        fundamental, _ = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, 1.0, 0.999, 10_000)
+        try:
+            fundamental, _ = cv2.findFundamentalMat(a, b, cv2.USAC_MAGSAC, 1.0, 0.999, 10_000)
+        except cv2.error:  # degenerate pair (e.g. no motion): MAGSAC finds no model
+            continue
         if fundamental is None or fundamental.shape != (3, 3):
             continue
         errors.append(float(np.mean(sampson_error(fundamental, a, b))))
