@@ -138,7 +138,7 @@ def _render_view(
     # Per-point constants of the accumulation rows (weight, weight*z, weight*rgb, log(1-a)):
     # built once as [6,N] rows, each scaled per splat by its kernel weight.
     base = torch.cat([opacity[None], (opacity * z)[None], opacity[None] * gaussians.colors.T,
-                      torch.log1p(-opacity)[None]], dim=0)  # fmt: skip  # [6,N]
+                      torch.log1p(-opacity)[None]], dim=0)  # fmt: skip
     # The footprint's pixel centres (c + 0.5 in [u - h, u + h]): at most K = floor(2h) + 1
     # per axis from c0 = ceil(u - 0.5 - h); K = 2 for a point at its native resolution.
     col0 = torch.where(visible, torch.ceil(u - 0.5 - half), -4.0 * MAX_HALF_WIDTH_PX)
@@ -194,7 +194,7 @@ def _render_view(
         sums[0].index_add_(0, ids, weight * rows_base[0])
         sums[1].index_add_(0, ids, weight * rows_base[1])
         sums[2:5].index_add_(1, ids, weight * rows_base[2:5])
-        sums[5].index_add_(0, ids, log_clear * front)  # coverage counts a footprint whatever its kernel
+        sums[5].index_add_(0, ids, log_clear * front)  # coverage: a footprint, whatever its kernel
     sums = sums[:, :dump].T
     weight_sum = sums[:, 0]
     covered = weight_sum > 0
