@@ -10,7 +10,7 @@ the common-practice baseline server, then prints, in one run:
 1. Upload throughput (MB/s of raw uint8 video; client encode + transfer + server ingest up to
    the 202) for 16x256x448 and 81x480x832 clips: reward3d binary and .npy bodies, base64 JSON,
    and the common practice (pickle of JPEG q75 frames), with raw loopback TCP as the floor.
-   Bit-exactness is checked: the service's content-addressed blob must exist under the sha256
+   Bit-exactness is checked: the service's content-addressed blob must exist under the BLAKE3 digest
    of the original array; the JPEG path is lossy (PSNR shown).
 2. Service overhead: ``POST /v1/score?wait=`` end to end vs. the same RewardPipeline called
    in-process, on 16x256x448 clips, 1 worker (ratio; goal <= 1.05).
@@ -209,7 +209,7 @@ def psnr_of_jpeg(video: np.ndarray) -> float:
 
 
 def stored_bit_exact(services: Services, video: np.ndarray, scratch: Path) -> bool:
-    """The service stores tensors content-addressed: if a blob exists under the sha256 of the
+    """The service stores tensors content-addressed: if a blob exists under the BLAKE3 digest of the
     canonical .npy of *our* array, the service holds exactly our bytes."""
     expected = DirectoryBlobStore(scratch).put_array(video)
     return services.blobs.exists(expected)

@@ -30,7 +30,7 @@ class RendererBackend(str, Enum):
     """How Gaussians are turned back into images."""
 
     AUTO = "auto"  # gsplat on CUDA when importable, else torch_points
-    TORCH_POINTS = "torch_points"  # fast z-buffer point splat (CPU default)
+    TORCH_POINTS = "torch_points"  # fast z-buffered footprint splat (CPU default)
     TORCH_EWA = "torch_ewa"  # pure-torch EWA Gaussian compositor (the reference)
     GSPLAT = "gsplat"  # CUDA rasterizer (optional `gpu` extra)
 

@@ -1,6 +1,9 @@
 """`reward3d score` and `reward3d info`: JSON output, renders on request, clear errors."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +104,14 @@ def test_info_lists_backends_and_why():
     assert report["renderers"]["torch_points"]["usable"] is True
     assert report["geometry"]["oracle"]["usable"] is True
     assert "why" in report["renderers"]["gsplat"]
+
+
+def test_auto_geometry_on_cpu_is_classical_without_importing_da3():
+    # The CPU path must not pay for the DA3 module (and its imports) only to learn it is off.
+    code = ("import sys; from service.settings import Settings; "
+            "from service.pipeline.geometry import resolve_geometry_backend as r; "
+            "print(r(Settings(geometry_backend='auto', device='cpu')).value, "
+            "'service.pipeline.geometry.da3' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert out.stdout.split() == ["classical", "False"]

@@ -305,3 +305,14 @@ def test_requested_path_beside_the_video(tmp_path):
     result = run_eval(folder, "--out", tmp_path / "out")
     (failed,) = [r for r in ResultStore(tmp_path / "out").records.values() if r["status"] == "failed"]
     assert failed["error"]["code"] == "invalid_input" and "trajectory" in failed["error"]["detail"]
+
+
+def test_eval_fingerprint_names_the_renderer_version():
+    # Stored results are keyed by the fingerprint: a renderer change must re-score them.
+    from service.pipeline.render.torch_points import TorchPointRenderer
+    from service.schemas import ScoreOptions
+    from service.settings import Settings
+
+    fingerprint = InProcessScorer(Settings(renderer="torch_points"), ScoreOptions()).fingerprint()
+    assert fingerprint["renderer"] == TorchPointRenderer().versions()["renderer"]
+    assert fingerprint["renderer"].startswith("torch_points-2")

@@ -109,13 +109,13 @@ def test_single_gaussian_lands_where_the_pinhole_model_says():
         assert (col, row) == (math.floor(u), math.floor(v)), render.__name__
 
 
-def dense_surface(height=24, width=32):
+def dense_surface(height=24, width=32, period=1.3):
     """Pixel-aligned Gaussians of a textured slanted plane, seen from frame 0's camera."""
     v = torch.arange(height, dtype=torch.float32)[:, None] + 0.5
     u = torch.arange(width, dtype=torch.float32)[None, :] + 0.5
     # A smooth texture (period ~8 px): both renderers resolve it; white noise would only
     # measure how much each one blurs.
-    frames = torch.stack([0.5 + 0.4 * torch.sin(u / 1.3 + k) * torch.cos(v / 1.7 - k)
+    frames = torch.stack([0.5 + 0.4 * torch.sin(u / period + k) * torch.cos(v / (1.3 * period) - k)
                           for k in range(3)], dim=-1)[None]
     depth = (2.0 + 0.02 * v).expand(height, width)[None].contiguous()
     intrinsics = torch.tensor([[30.0, 0, width / 2], [0, 30.0, height / 2], [0, 0, 1]], dtype=torch.float64)
@@ -149,6 +149,73 @@ def test_point_splat_approximates_the_ewa_reference():
     # Same surface, same place: depths agree closely, colours roughly (EWA blurs more).
     assert (ewa.depth[0][both] - points.depth[0][both]).abs().max() < 0.05
     assert (ewa.rgb[0][both] - points.rgb[0][both]).abs().mean() < 0.11
+
+
+def _rotation_y(angle: float) -> torch.Tensor:  # [4,4] world_to_camera turning about y
+    m = torch.eye(4, dtype=torch.float64)
+    m[0, 0] = m[2, 2] = math.cos(angle)
+    m[0, 2], m[2, 0] = math.sin(angle), -math.sin(angle)
+    return m
+
+
+def _novel_views() -> dict[str, torch.Tensor]:  # name -> world_to_camera [1,4,4]
+    shift, closer, oblique = torch.eye(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64), _rotation_y(0.35)
+    shift[0, 3] = 0.05  # sideways: sub-pixel resampling
+    closer[2, 3] = -0.6  # 1.4x magnification: footprints must grow to meet
+    oblique[0, 3], oblique[2, 3] = 0.6, -0.3  # turned 20 degrees: foreshortening changes
+    return {"shift": shift[None], "closer": closer[None], "oblique": oblique[None]}
+
+
+@pytest.mark.parametrize("view", ["shift", "closer", "oblique"])
+def test_point_splat_matches_the_ewa_reference_on_a_smooth_surface(view):
+    # Stated tolerance (smooth texture, period ~38 px): where both are opaque, colour within
+    # 0.03 on average and 0.08 at worst, depth within 2.5 % (EWA composites translucent
+    # layers, so its depth leans to the front ones; it also blurs by its 0.3 px^2 floor).
+    frames, geometry = dense_surface(period=6.0)
+    gaussians = lift_gaussians(frames, geometry)
+    kwargs = dict(world_to_camera=_novel_views()[view], intrinsics=geometry.intrinsics, width=32, height=24)
+    ewa, points = render_ewa(gaussians, **kwargs), render_points(gaussians, **kwargs)
+    both = (ewa.alpha[0] > 0.9) & (points.alpha[0] > 0.9)
+    assert both.sum() > 200
+    difference = (ewa.rgb[0][both] - points.rgb[0][both]).abs()
+    assert difference.mean() < 0.03 and difference.max() < 0.08
+    relative_depth = (ewa.depth[0][both] - points.depth[0][both]).abs() / ewa.depth[0][both]
+    assert relative_depth.max() < 0.025
+
+
+@pytest.mark.parametrize("view", ["shift", "closer", "oblique"])
+def test_point_splat_has_no_holes_inside_the_surface(view):
+    # Every pixel inside the reference's coverage (eroded by 2 px: the silhouettes differ, EWA
+    # fattens them by its kernel tails) is opaque in the point splat.
+    frames, geometry = dense_surface()
+    gaussians = lift_gaussians(frames, geometry)
+    kwargs = dict(world_to_camera=_novel_views()[view], intrinsics=geometry.intrinsics, width=32, height=24)
+    ewa, points = render_ewa(gaussians, **kwargs), render_points(gaussians, **kwargs)
+    covered = torch.nn.functional.pad((ewa.alpha[0] > 0.5).float(), (2, 2, 2, 2))  # off-image: empty
+    inside = -torch.nn.functional.max_pool2d(-covered[None, None], 5, 1)[0, 0] > 0
+    assert inside.sum() > 100
+    assert float(points.alpha[0][inside].min()) > 0.99
+
+
+def test_point_splat_depth_disagreement_between_frames_opens_no_holes():
+    # Two frames lift the same surface with depths 5 % apart (beyond the 3 % tolerance), their
+    # points interleaved: the nearer copy wins every pixel it covers and covers them all. (The
+    # tent splat let a far copy's kernel tails win pixels and left them half covered.)
+    frames, geometry = dense_surface()
+    near = lift_gaussians(frames, geometry)
+    far_geometry = Geometry(depth=geometry.depth * 1.05, confidence=geometry.confidence,
+                            world_to_camera=geometry.world_to_camera, intrinsics=geometry.intrinsics,
+                            registered=geometry.registered, backend="test")  # fmt: skip
+    far = lift_gaussians(1 - frames, far_geometry)
+    both = Gaussians(*(torch.cat([getattr(near, f), getattr(far, f)]) for f in near.__dataclass_fields__))
+    shifted = geometry.world_to_camera.clone()
+    shifted[0, 0, 3] = 0.05
+    out = render_points(both, world_to_camera=shifted, intrinsics=geometry.intrinsics, width=32, height=24)
+    inside = torch.zeros(24, 32, dtype=torch.bool)
+    inside[2:-2, 2:-2] = True
+    assert float(out.alpha[0][inside].min()) > 0.99
+    near_only = render_points(near, world_to_camera=shifted, intrinsics=geometry.intrinsics, width=32, height=24)
+    torch.testing.assert_close(out.rgb[0][inside], near_only.rgb[0][inside])
 
 
 def test_renderer_factory_and_availability():

@@ -74,14 +74,19 @@ class InProcessScorer:
         import service
         from service.pipeline.device import resolve_device
         from service.pipeline.geometry import resolve_geometry_backend
-        from service.pipeline.render import resolve_renderer_backend
+        from service.pipeline.render import get_renderer, resolve_renderer_backend
 
         device = resolve_device(self.settings.device)
+        # The renderer's version, not just its name: a renderer change re-scores stored videos.
+        try:
+            renderer = get_renderer(self.settings.renderer, device_type=device.type).versions()["renderer"]
+        except (ImportError, RuntimeError):  # unusable here: prepare() says so
+            renderer = resolve_renderer_backend(self.settings.renderer, device.type).value
         return {
             "reward3d": service.__version__,
             "reward_spec": service.REWARD_SPEC_VERSION,
             "geometry": resolve_geometry_backend(self.settings).value,
-            "renderer": resolve_renderer_backend(self.settings.renderer, device.type).value,
+            "renderer": renderer,
             "settings": {name: getattr(self.settings, name) for name in SCORING_SETTINGS},
             "options": self.options.model_dump(mode="json", exclude_none=True),
         }

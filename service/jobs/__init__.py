@@ -1,6 +1,6 @@
 """The job queue: how a scoring request becomes results, reliably (no torch at import).
 
-    API  --(blobs: tensors on disk, keyed by sha256)-->  blobs.py
+    API  --(blobs: tensors on disk, keyed by BLAKE3)-->  blobs.py
     API  --(job record: items with blob references)-->   records.py  (Redis hash, our source of truth)
     API  --(rq job: only the job id, JSON, allow-listed function)-->  queue.py
     worker.py (rq SimpleWorker, one warm RewardPipeline) --> tasks.score_job(job_id)

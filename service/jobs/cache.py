@@ -39,8 +39,9 @@ def item_cache_key(fingerprint: str, item) -> str:
     """Key of one item's result: its inputs' digests, prompt, trajectory and options."""
     return _digest({
         "scorer": fingerprint,
-        "video": item.video.sha256,
-        "geometry": {name: ref.sha256 for name, ref in (item.geometry or {}).items()},
+        # Named by the digest's algorithm: keys of the sha256 store never equal these.
+        "video_blake3": item.video.blake3,
+        "geometry_blake3": {name: ref.blake3 for name, ref in (item.geometry or {}).items()},
         "prompt": item.prompt,
         "trajectory": item.trajectory.model_dump(mode="json") if item.trajectory else None,
         "options": item.options.model_dump(mode="json", exclude_none=True),

@@ -52,8 +52,8 @@ class JobSpec(BaseModel):
     def blob_digests(self) -> set[str]:
         digests = set()
         for item in self.items:
-            digests.add(item.video.sha256)
-            digests.update(ref.sha256 for ref in (item.geometry or {}).values())
+            digests.add(item.video.blake3)
+            digests.update(ref.blake3 for ref in (item.geometry or {}).values())
         return digests
 
 

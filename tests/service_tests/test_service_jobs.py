@@ -43,7 +43,7 @@ def test_blob_store_is_content_addressed_and_canonical(tmp_path):
     big_endian = store.put_array(video.astype(np.float32).astype(">f4"))
     little = store.put_array(video.astype(np.float32))
     assert first == again and first.kind == "npy" and first.shape == [2, 8, 8, 3]
-    assert big_endian.sha256 == little.sha256  # byte order normalised: same content, same key
+    assert big_endian.blake3 == little.blake3  # byte order normalised: same content, same key
     loaded = store.load_array(first)
     assert isinstance(loaded, np.memmap) and np.array_equal(loaded, video)
     on_disk = store.path(first).read_bytes()
@@ -56,6 +56,24 @@ def test_blob_store_is_content_addressed_and_canonical(tmp_path):
     assert writer.commit() == first
 
 
+def test_blob_key_is_the_blake3_of_the_stored_bytes_and_says_so(tmp_path, monkeypatch):
+    from blake3 import blake3
+
+    from service.jobs import cache
+
+    store = DirectoryBlobStore(tmp_path)
+    ref = store.put_array(np.arange(600, dtype=np.uint8).reshape(2, 10, 10, 3))
+    assert ref.blake3 == blake3(store.path(ref).read_bytes()).hexdigest()
+    # A record of the sha256 store (before issue 14) does not validate: never mixed with these.
+    with pytest.raises(ValueError):
+        BlobRef.model_validate({"sha256": ref.blake3, "kind": "npy", "nbytes": 600})
+    # The result cache key names the algorithm, so no sha256-era key can equal a new one.
+    payloads = []
+    monkeypatch.setattr(cache, "_digest", lambda payload: payloads.append(payload) or "x")
+    cache.item_cache_key("scorer", ItemSpec.model_validate({"video": ref.model_dump()}))
+    assert payloads[0]["video_blake3"] == ref.blake3 and "video" not in payloads[0]
+
+
 def test_blob_garbage_collection_keeps_what_unfinished_jobs_use(tmp_path):
     store = DirectoryBlobStore(tmp_path)
     used = store.put_array(np.zeros((2, 8, 8, 3), np.uint8))
@@ -63,7 +81,7 @@ def test_blob_garbage_collection_keeps_what_unfinished_jobs_use(tmp_path):
     partial = store.writer("npy", dtype=np.uint8, shape=(4,))
     partial.write(b"\x00\x01")  # an upload that never finished
     assert store.collect_garbage(older_than_s=3600, keep=set()) == 0  # all fresh
-    assert store.collect_garbage(older_than_s=-1, keep={used.sha256}) == 2
+    assert store.collect_garbage(older_than_s=-1, keep={used.blake3}) == 2
     assert store.exists(used) and not store.exists(stale)
     with pytest.raises(FileNotFoundError):
         store.load_array(stale)
@@ -286,7 +304,7 @@ def test_importing_the_api_never_imports_torch():
 
 def test_blob_refs_are_validated():
     with pytest.raises(ValueError):
-        BlobRef(sha256="../../etc/passwd", kind="npy", nbytes=1)
+        BlobRef(blake3="../../etc/passwd", kind="npy", nbytes=1)
 
 
 # -- the job function with a fake pipeline: per-item outcomes -----------------------------------

@@ -3,7 +3,7 @@
 Every tensor format (binary, .npy, safetensors, base64 JSON) is turned into the same plan: a
 list of :class:`Segment` (one item's tensor: field, item index, dtype, shape, byte count) in
 body order. A batched tensor ``video`` [B,T,H,W,C] becomes B segments, so each video gets its
-own blob and its own sha256 (the result cache is per video).
+own blob and its own BLAKE3 digest (the result cache is per video).
 
 Names: ``video``, ``depth``, ``world_to_camera``, ``intrinsics``, ``confidence``; batched
 (leading axis = items) or per item with a suffix ``.<index>`` (``video.0``, ``video.1``...).

@@ -35,13 +35,14 @@ def resolve_geometry_backend(settings: Settings) -> GeometryBackend:
     """'auto' means DA3 when it can run here (CUDA and a checkpoint), else the classical one."""
     if settings.geometry_backend != GeometryBackend.AUTO:
         return settings.geometry_backend
-    usable, _ = geometry_availability(settings).get(GeometryBackend.DA3.value, (False, ""))
-    if usable:
-        from service.pipeline.device import resolve_device
+    from service.pipeline.device import resolve_device
 
-        if resolve_device(settings.device).type == "cuda":
-            return GeometryBackend.DA3
-    return GeometryBackend.CLASSICAL
+    # The device first: off CUDA the answer is classical whatever DA3's state, and importing
+    # the DA3 module only to ask costs ~1 s of every CPU `reward3d score` (issue 14 profile).
+    if resolve_device(settings.device).type != "cuda":
+        return GeometryBackend.CLASSICAL
+    usable, _ = geometry_availability(settings).get(GeometryBackend.DA3.value, (False, ""))
+    return GeometryBackend.DA3 if usable else GeometryBackend.CLASSICAL
 
 
 def get_geometry(backend: GeometryBackend | str, *, settings: Settings, **kwargs) -> GeometryModel:

@@ -4,7 +4,7 @@
                     background=None) -> RenderOutput(rgb [V,H,W,3], depth [V,H,W], alpha [V,H,W])
 
 - ``torch_ewa``: the reference (EWA splatting with gsplat's compositing rules), differentiable.
-- ``torch_points``: fast soft z-buffer point splat, the CPU default.
+- ``torch_points``: fast z-buffered splat of pixel footprints (hole-free held-out renders), the CPU default.
 - ``gsplat``: CUDA rasterizer (optional extra), checked against ``torch_ewa``.
 """
 

@@ -18,12 +18,13 @@ not be judged by its own pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from service.pipeline.evidence import DEPTH_PARALLAX_FULL, frame_parallax
+from service.pipeline.evidence import DEPTH_PARALLAX_FULL, PairParallax, frame_parallax
 from service.pipeline.render import Renderer
 from service.pipeline.types import Gaussians, Geometry, RenderOutput
 
@@ -38,6 +39,9 @@ class HeldOutRenders:
     renders: RenderOutput  # [T,...]: frame t rendered without its own pixels
     neighbours: list[list[int]]  # the frames whose Gaussians rendered frame t ([] = not rendered)
     duplicate_of_previous: Tensor  # [T] bool: frame t is a copy of frame t-1 (a frozen frame)
+    # Per frame t: the parallax of t seen from each frame the partner search measured
+    # (evidence.PairParallax by frame), so the reconstruction term does not measure it again.
+    parallax: list[dict[int, PairParallax]] = field(default_factory=list)
 
 
 def find_duplicates(frames: Tensor) -> Tensor:  # frames [T,H,W,3] -> [T,T] bool
@@ -51,7 +55,8 @@ def find_duplicates(frames: Tensor) -> Tensor:  # frames [T,H,W,3] -> [T,T] bool
 
 
 def choose_neighbours(
-    frame: int, usable: Tensor, duplicates: Tensor, count: int, *, geometry: Geometry | None = None
+    frame: int, usable: Tensor, duplicates: Tensor, count: int, *, geometry: Geometry | None = None,
+    parallax_from: Callable[[int], PairParallax] | None = None,
 ) -> list[int]:
     """Up to ``count`` usable frames (not copies of ``frame``) that render it.
 
@@ -69,7 +74,7 @@ def choose_neighbours(
     full_px = DEPTH_PARALLAX_FULL * max(geometry.depth.shape[1:])
     offsets = [d for d in _OFFSETS if d < num] + ([num - 1] if num - 1 > _OFFSETS[-1] else [])
     candidates = [other for d in offsets for other in (frame - d, frame + d) if other in allowed]
-    parallax_from = frame_parallax(geometry, frame)
+    parallax_from = parallax_from or frame_parallax(geometry, frame)
     qualified, scored = [], []
     for other in candidates:
         pair = parallax_from(other)
@@ -101,14 +106,17 @@ def render_held_out(
     duplicate_of_previous[1:] = duplicates[torch.arange(1, num_frames), torch.arange(num_frames - 1)]
     device = gaussians.means.device
 
-    rgbs, depths, alphas, chosen = [], [], [], []
+    rgbs, depths, alphas, chosen, parallax = [], [], [], [], []
     for t in range(num_frames):
+        measured = _Measured(geometry, t)
         picked = (
-            choose_neighbours(t, geometry.registered, duplicates, neighbours, geometry=geometry)
+            choose_neighbours(t, geometry.registered, duplicates, neighbours, geometry=geometry,
+                              parallax_from=measured)  # fmt: skip
             if bool(geometry.registered[t])
             else []
         )
         chosen.append(picked)
+        parallax.append(measured.pairs)
         if not picked:
             rgbs.append(torch.zeros(height, width, 3, device=device))
             depths.append(torch.zeros(height, width, device=device))
@@ -129,7 +137,24 @@ def render_held_out(
         depth=torch.stack(depths).float().cpu(),
         alpha=torch.stack(alphas).float().cpu(),
     )
-    return HeldOutRenders(renders, chosen, duplicate_of_previous)
+    return HeldOutRenders(renders, chosen, duplicate_of_previous, parallax)
+
+
+class _Measured:
+    """``other -> PairParallax`` of one frame, remembering every pair it measured (and
+    sampling the frame's pixels only if one is asked for)."""
+
+    def __init__(self, geometry: Geometry, frame: int) -> None:
+        self.geometry, self.frame = geometry, frame
+        self.pairs: dict[int, PairParallax] = {}
+        self._from: Callable[[int], PairParallax] | None = None
+
+    def __call__(self, other: int) -> PairParallax:
+        if other not in self.pairs:
+            if self._from is None:
+                self._from = frame_parallax(self.geometry, self.frame)
+            self.pairs[other] = self._from(other)
+        return self.pairs[other]
 
 
 def _from_frames(gaussians: Gaussians, frames: list[int]) -> Gaussians:

@@ -97,8 +97,12 @@ def reconstruction_term(
                 lpips_values.append(distance)
                 scores.append(min(1.0, max(0.0, 1.0 - distance)))
             detail_factor = min(1.0, image_detail(frames[t]) / DETAIL_MIN)
-            parallax_from = frame_parallax(geometry, t)
-            pairs = [parallax_from(s) for s in held_out.neighbours[t]]
+            known = held_out.parallax[t] if held_out.parallax else {}  # measured by the partner search
+            if all(s in known for s in held_out.neighbours[t]):
+                pairs = [known[s] for s in held_out.neighbours[t]]
+            else:
+                parallax_from = frame_parallax(geometry, t)
+                pairs = [known[s] if s in known else parallax_from(s) for s in held_out.neighbours[t]]
             parallax = sum(p.baseline_px for p in pairs) / len(pairs)
             depth_parallax = sum(p.evidence_px for p in pairs) / len(pairs)
             evidence = min(1.0, depth_parallax / parallax_full_px)
