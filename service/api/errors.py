@@ -82,6 +82,8 @@ def problem_response(problem: Problem, instance: str) -> Response:
     headers = dict(problem.headers)
     if problem.status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="reward3d"')
+    if problem.status in (408, 413):  # the body was not read (all of it): this connection is done
+        headers.setdefault("Connection", "close")
     return Response(orjson.dumps(body), status_code=problem.status, headers=headers,
                     media_type=PROBLEM_MEDIA_TYPE)  # fmt: skip
 
