@@ -128,6 +128,7 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
+            self.leave_if_orphaned()  # first: it needs no Redis, which may be down for good
             try:
                 self.beat()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -157,10 +158,12 @@ class Heartbeat(threading.Thread):
             self._last_sweep = now
             sweep(connection, settings, store=self.context.store)
         self.enforce_hard_limit()
+
+    def leave_if_orphaned(self) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             log.warning("the serving process is gone: finishing the job in hand, then exiting")
             self.parent_pid = None
-            os.kill(os.getpid(), signal.SIGTERM)  # rq's warm shutdown
+            os.kill(os.getpid(), signal.SIGTERM)  # rq's warm shutdown (or the wait for Redis ends)
 
     def enforce_hard_limit(self) -> None:
         """An item stuck in native code (SIGALRM cannot interrupt it) ends the process: its
