@@ -6,11 +6,12 @@ orchestrator would), and stops this soak's own redis-server for 5-60 s several t
 then a restart on the same port and append-only file). Afterwards, with the chaos over, it
 waits for the clients' calls to end and counts, from the clients and from Redis itself:
 
-    accepted    jobs the service created (records in Redis)
+    accepted    jobs the service created (records in Redis; the chaos thread's probes included)
     completed   accepted jobs that finished with every item scored
     lost        accepted jobs that never finished (or failed)
     duplicated  client calls that produced more than one job (a retried upload counted twice)
     time to result, p50 / p99: from the client's call to its scores, retries included
+    scored after Redis returned: per outage, from the restart to a fresh probe job's result
 
 and draws the time to result over the soak with the outages and kills (``--plot``).
 
@@ -85,6 +86,7 @@ class SoakReport:
     worker_kills: int
     api_kills: int
     outages: list[tuple[float, float]]  # (start, end), seconds since the soak began
+    scored_after_redis_returned_s: list[float | None]  # per outage (Soak.probe)
     kills: list[tuple[float, str]]
     worker_restarts_seen: int
 
@@ -218,6 +220,7 @@ class Soak:
         self.stop_submitting = threading.Event()
         self.outages: list[tuple[float, float]] = []
         self.kills: list[tuple[float, str]] = []
+        self.recoveries: list[float | None] = []  # per outage: Redis back -> a probe job scored
         self.t0 = 0.0
 
     def now(self) -> float:
@@ -264,6 +267,7 @@ class Soak:
                 time.sleep(length)
                 self.redis.start()
                 self.outages.append((started, self.now()))
+                self.recoveries.append(self.probe())
             elif kind == "worker":
                 self._kill_a_worker()
             else:
@@ -271,6 +275,30 @@ class Soak:
                 self.kills.append((self.now(), "api"))
                 self.serve.start()
                 busy_until = self.now() + 2.0
+
+    def probe(self) -> float | None:
+        """Seconds from Redis being back to a fresh one-video job scored (API and worker both
+        recovered; the clients' backlog of a few jobs goes first)."""
+        import httpx
+
+        from service.api.encode import encode_binary
+
+        video, geometry = _clip(-len(self.recoveries) - 1)
+        headers, parts = encode_binary([video], geometry=[geometry], options=OPTIONS)
+        body = b"".join(bytes(p) for p in parts)
+        started = time.monotonic()
+        while time.monotonic() - started < 120:
+            try:
+                response = httpx.post(f"{self.serve.url}/v1/score", params={"wait": 30}, content=body,
+                                      headers={**headers, "Authorization": f"Bearer {API_KEY}",
+                                               "Idempotency-Key": f"probe-{len(self.recoveries)}"},
+                                      timeout=40)  # fmt: skip
+                if response.status_code == 200:
+                    return round(time.monotonic() - started, 2)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        return None
 
     def _kill_a_worker(self) -> None:
         deadline = time.monotonic() + 60
@@ -350,7 +378,8 @@ class Soak:
         jobs_per_tag: dict[str, int] = {}
         for record in records.values():
             for tag in record["tags"]:
-                jobs_per_tag[tag] = jobs_per_tag.get(tag, 0) + 1
+                if tag is not None:  # (the probes carry no tag)
+                    jobs_per_tag[tag] = jobs_per_tag.get(tag, 0) + 1
         completed = sum(1 for r in records.values() if r["status"] == "finished")
         times = sorted(c.ended - c.started for c in self.calls if c.outcome == "ok" and c.ended is not None)
         restarts = _count_lines(self.root / "serve.log", "restarting in")
@@ -364,6 +393,7 @@ class Soak:
             worker_kills=sum(1 for _, kind in self.kills if kind == "worker"),
             api_kills=sum(1 for _, kind in self.kills if kind == "api"),
             outages=[(round(a, 1), round(b, 1)) for a, b in self.outages],
+            scored_after_redis_returned_s=self.recoveries,
             kills=[(round(t, 1), kind) for t, kind in self.kills], worker_restarts_seen=restarts,
         )  # fmt: skip
 
