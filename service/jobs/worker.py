@@ -259,9 +259,7 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
     holder: dict = {"worker": None}
     heartbeat = Heartbeat(context, lambda: holder["worker"], info, parent_pid=parent_pid)
     heartbeat.start()
-    # rq's own connection: no read timeout shorter than its blocking dequeue, and no hidden
-    # retries in redis-py (this loop and rq's retry the dequeue, and log it).
-    rq_connection = redis_connection(settings.redis_url, socket_timeout=RQ_READ_TIMEOUT_S, retries=0)
+    rq_connection = dequeue_connection(settings.redis_url)
     stopping = threading.Event()
     generation = 0
     try:
@@ -293,6 +291,14 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
             pass
         set_context(None)
     return 0
+
+
+def dequeue_connection(url: str):
+    """rq's own connection: no read timeout shorter than its blocking dequeue (rq raises the
+    timeout only for connections made after it starts; one made earlier, by the heartbeat on
+    a shared pool, kept redis-py's 5 s and cut every idle wait), and no hidden retries in
+    redis-py (this loop and rq's retry, and log it)."""
+    return redis_connection(url, socket_timeout=RQ_READ_TIMEOUT_S, retries=0)
 
 
 def wait_for_redis(connection, stopping: threading.Event) -> bool:
