@@ -261,20 +261,28 @@ class Soak:
         for when, kind, length in events:
             while self.now() < max(when, busy_until) and not self.stop_submitting.is_set():
                 time.sleep(0.05)
-            if kind == "outage":
-                started = self.now()
-                self.redis.kill()
-                time.sleep(length)
-                self.redis.start()
-                self.outages.append((started, self.now()))
-                self.recoveries.append(self.probe())
-            elif kind == "worker":
-                self._kill_a_worker()
-            else:
-                self.serve.kill()
-                self.kills.append((self.now(), "api"))
-                self.serve.start()
-                busy_until = self.now() + 2.0
+            try:
+                busy_until = self._chaos_event(kind, length, busy_until)
+            except Exception as exc:  # the soak goes on; the report's counts show what happened
+                print(f"chaos: {kind} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    def _chaos_event(self, kind: str, length: float, busy_until: float) -> float:
+        """One outage, worker kill or API kill; returns until when the next must wait."""
+        if kind == "outage":
+            started = self.now()
+            self.redis.kill()
+            time.sleep(length)
+            self.redis.start()
+            self.outages.append((started, self.now()))
+            self.recoveries.append(self.probe())
+        elif kind == "worker":
+            self._kill_a_worker()
+        else:
+            self.serve.kill()
+            self.kills.append((self.now(), "api"))
+            self.serve.start()
+            busy_until = self.now() + 2.0
+        return busy_until
 
     def probe(self) -> float | None:
         """Seconds from Redis being back to a fresh one-video job scored (API and worker both
@@ -283,7 +291,7 @@ class Soak:
 
         from service.api.encode import encode_binary
 
-        video, geometry = _clip(-len(self.recoveries) - 1)
+        video, geometry = _clip(10**9 + len(self.recoveries))  # (clients use seeds below 10**9)
         headers, parts = encode_binary([video], geometry=[geometry], options=OPTIONS)
         body = b"".join(bytes(p) for p in parts)
         started = time.monotonic()

@@ -39,3 +39,4 @@ def test_short_chaos_soak_loses_nothing(tmp_path):
     # Work went on after the outage: some calls began after Redis was back, and succeeded.
     outage_end = report.outages[0][1]
     assert any(c.started > outage_end and c.outcome == "ok" for c in calls), summary
+    assert report.scored_after_redis_returned_s[0] is not None, summary  # a fresh job, right after
