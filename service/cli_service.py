@@ -169,8 +169,8 @@ class WorkerPool:
         slot.spawned_at, slot.ready_at = time.monotonic(), None
 
     def start(self) -> None:
-        self.slots[0].ready_file.parent.mkdir(parents=True, exist_ok=True)
-        for slot in self.slots:
+        for slot in self.slots:  # (none with --workers 0: an API-only process)
+            slot.ready_file.parent.mkdir(parents=True, exist_ok=True)
             self._spawn(slot)
         self._thread.start()
 

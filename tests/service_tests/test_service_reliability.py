@@ -118,6 +118,16 @@ def test_pool_keeps_retrying_workers_that_fail_to_start_and_readyz_says_why(
         server.stop()
 
 
+def test_a_pool_of_no_workers_is_fine(tmp_path):
+    """`reward3d serve --workers 0`: an API-only process."""
+    from service.cli_service import WorkerPool
+
+    pool = WorkerPool(make_settings("redis://127.0.0.1:6379/15", tmp_path), 0)
+    pool.start()
+    assert pool.problem() is None and pool.processes == []
+    pool.stop(timeout_s=1)
+
+
 def test_worker_exits_at_once_with_one_line_when_redis_refuses_it(tmp_path):
     """Under Kubernetes a crash loop is the orchestrator's job: a refused login is final."""
     private = PrivateRedis(tmp_path)
