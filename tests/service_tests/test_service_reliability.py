@@ -154,9 +154,11 @@ def outage_service(tmp_path_factory):
     server = ApiServer(settings).start()
     worker = WorkerProcess(settings, root / "worker.log").start().wait_warm(connection)
     client = httpx.Client(base_url=server.url, headers=auth(), timeout=60)
-    yield {"private": private, "settings": settings, "server": server, "worker": worker,
-           "client": client, "root": root}  # fmt: skip
+    state = {"private": private, "settings": settings, "server": server, "worker": worker,
+             "client": client, "root": root}  # fmt: skip
+    yield state
     client.close()
+    state["worker"].stop(timeout=10)  # (a test may have replaced it)
     worker.stop(timeout=10)
     server.stop()
     private.kill()
