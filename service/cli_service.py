@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -79,6 +81,7 @@ def serve(
             local_redis.stop()
         raise fail(str(exc)) from None
     pool = WorkerPool(settings, settings.embedded_workers)
+    app.state.worker_pool = pool  # /readyz reports why workers are missing
     pool.start()
     stderr.print(f"reward3d: http://{settings.host}:{settings.port} ({settings.embedded_workers} worker(s))")
     try:
@@ -104,54 +107,140 @@ def _local_api_key(data_dir: Path) -> str:
     return key
 
 
-class WorkerPool:
-    """Worker processes beside the API (``serve``), restarted if they die."""
+@dataclass
+class _Slot:
+    """One worker process of the pool, and what the supervisor knows of its history."""
 
-    def __init__(self, settings, count: int) -> None:
+    ready_file: Path
+    process: subprocess.Popen | None = None
+    spawned_at: float = 0.0
+    ready_at: float | None = None  # when it became ready (models warm), this life
+    start_failures: int = 0  # exits before becoming ready, in a row
+    warm_deaths: list[float] = field(default_factory=list)  # when warm lives ended (recent ones)
+    next_start: float = 0.0  # monotonic time of the next spawn
+    last_exit: int | None = None
+
+
+class WorkerPool:
+    """Worker processes beside the API (``serve``), restarted whenever they die.
+
+    - A worker that had become ready (models warm) and died (killed, OOM, crash) is restarted
+      after a short jittered delay, a little longer if it keeps dying within a minute.
+    - A worker that exits before becoming ready (a missing model, no GPU memory, a bad config)
+      is a start failure: retried with exponential backoff and jitter, up to one try every
+      RESTART_MAX_S. After GIVE_UP_AFTER failures in a row it is reported as failing: /readyz
+      then says why; the background retries go on, so the pool heals once the cause is gone.
+    Readiness comes from the worker's ready file (service/jobs/readiness.py), one per slot.
+    """
+
+    TICK_S = 0.25
+    RESTART_BASE_S = 0.5
+    RESTART_MAX_S = 60.0
+    WARM_DEATH_WINDOW_S = 60.0
+    WARM_RESTART_MAX_S = 8.0
+    GIVE_UP_AFTER = 5
+
+    def __init__(self, settings, count: int, *, command: list[str] | None = None) -> None:
         self.settings = settings
         self.count = count
-        self.processes: list[subprocess.Popen] = []
+        # The worker command; tests put a stand-in here.
+        self.command = command or [sys.executable, "-m", "service.cli", "worker"]
+        folder = Path(settings.data_dir) / "workers"
+        self.slots = [_Slot(ready_file=folder / f"slot-{i}.ready") for i in range(count)]
         self.stopping = threading.Event()
+        self.restarts = 0
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._supervise, name="worker-pool", daemon=True)
 
-    def _spawn(self) -> subprocess.Popen:
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [slot.process for slot in self.slots if slot.process is not None]
+
+    def _spawn(self, slot: _Slot) -> None:
+        slot.ready_file.unlink(missing_ok=True)  # a killed predecessor's: not ready yet
         env = dict(os.environ)
         env.update(REWARD3D_REDIS_URL=self.settings.redis_url,
                    REWARD3D_BLOB_DIR=str(self.settings.resolved_blob_dir()),
                    REWARD3D_DATA_DIR=str(self.settings.data_dir),
                    REWARD3D_QUEUE_NAME=self.settings.queue_name,
+                   REWARD3D_WORKER_READY_FILE=str(slot.ready_file),
                    REWARD3D_PARENT_PID=str(os.getpid()))  # fmt: skip
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env,
-                                start_new_session=True)  # fmt: skip
+        slot.process = subprocess.Popen(self.command, env=env, start_new_session=True)
+        slot.spawned_at, slot.ready_at = time.monotonic(), None
 
     def start(self) -> None:
-        self.processes = [self._spawn() for _ in range(self.count)]
-        self.started_at = [time.monotonic()] * self.count
+        for slot in self.slots:  # (none with --workers 0: an API-only process)
+            slot.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            self._spawn(slot)
         self._thread.start()
 
     def _supervise(self) -> None:
-        quick_failures = 0
-        while not self.stopping.wait(2.0):
-            for i, process in enumerate(self.processes):
-                if process.poll() is None or self.stopping.is_set():
-                    continue
-                if time.monotonic() - self.started_at[i] < 30:
-                    quick_failures += 1
-                if quick_failures >= 3:
-                    stderr.print("[bold red]workers keep failing at start (see above); not restarting "
-                                 "them[/]: /readyz stays 503", highlight=False)  # fmt: skip
-                    return
-                stderr.print(f"worker exited with {process.returncode}; restarting")
-                self.processes[i] = self._spawn()
-                self.started_at[i] = time.monotonic()
+        while not self.stopping.wait(self.TICK_S):
+            with self._lock:
+                for slot in self.slots:
+                    if self.stopping.is_set():
+                        return
+                    try:
+                        self._check(slot)
+                    except OSError as exc:  # cannot fork right now (memory, pids): next tick
+                        stderr.print(f"worker pool: {exc}")
+                        slot.next_start = time.monotonic() + self.RESTART_BASE_S
+
+    def _check(self, slot: _Slot) -> None:
+        now = time.monotonic()
+        if slot.process is None:
+            if now >= slot.next_start:
+                self._spawn(slot)
+                self.restarts += 1
+            return
+        if slot.ready_at is None and slot.ready_file.exists():  # (a kill -9 leaves the file)
+            slot.ready_at, slot.start_failures = now, 0
+        code = slot.process.poll()
+        if code is None:
+            return
+        slot.process, slot.last_exit = None, code
+        if slot.ready_at is not None:  # it ran: not a start failure
+            slot.warm_deaths = [t for t in slot.warm_deaths if now - t < self.WARM_DEATH_WINDOW_S] + [now]
+            delay = self._backoff(len(slot.warm_deaths) - 1, self.WARM_RESTART_MAX_S)
+            stderr.print(f"worker exited with {code} after {now - slot.ready_at:.0f} s warm; "
+                         f"restarting in {delay:.1f} s", highlight=False)  # fmt: skip
+        else:
+            slot.start_failures += 1
+            delay = self._backoff(slot.start_failures - 1, self.RESTART_MAX_S)
+            if slot.start_failures == self.GIVE_UP_AFTER:
+                stderr.print(f"[bold red]a worker keeps failing before it is ready[/] ({slot.start_failures} "
+                             f"times, exit code {code}; see above): retrying in the background, at "
+                             f"most every {self.RESTART_MAX_S:.0f} s; /readyz says why", highlight=False)  # fmt: skip
+            else:
+                stderr.print(f"worker exited with {code} before it was ready ({slot.start_failures} in a "
+                             f"row); retrying in {delay:.1f} s", highlight=False)  # fmt: skip
+        slot.next_start = now + delay
+
+    def _backoff(self, exponent: int, cap: float) -> float:
+        """Exponential, capped, with full jitter in its upper half (restarts do not line up)."""
+        base = min(cap, self.RESTART_BASE_S * 2 ** min(exponent, 20))
+        return base * random.uniform(0.5, 1.0)
+
+    def problem(self) -> str | None:
+        """Why workers are missing, for /readyz; None if no slot is failing to start."""
+        with self._lock:
+            failing = [slot for slot in self.slots if slot.start_failures >= self.GIVE_UP_AFTER]
+            if not failing:
+                return None
+            worst = max(failing, key=lambda slot: slot.start_failures)
+            return (f"{len(failing)} of {self.count} worker(s) keep failing before their models are "
+                    f"ready ({worst.start_failures} times in a row, last exit code {worst.last_exit}); "
+                    f"retrying every {self.RESTART_MAX_S:.0f} s; see the server log")  # fmt: skip
 
     def stop(self, timeout_s: float) -> None:
         self.stopping.set()
-        for process in self.processes:
+        with self._lock:
+            processes = self.processes
+        for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)  # warm shutdown: finish the job in hand
         deadline = time.monotonic() + timeout_s
-        for process in self.processes:
+        for process in processes:
             try:
                 process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
@@ -164,6 +253,8 @@ def worker(
     log_level: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:  # fmt: skip
     """Process scoring jobs from the queue with one warm pipeline (no fork per job)."""
+    from redis.exceptions import RedisError
+
     from service.jobs.worker import run_worker
 
     settings = load_settings()
@@ -176,4 +267,7 @@ def worker(
                           parent_pid=int(parent) if parent and parent.isdigit() else None)  # fmt: skip
     except (ImportError, RuntimeError, ValueError, OSError) as exc:  # backend missing, no CUDA...
         raise fail(f"the worker cannot start: {type(exc).__name__}: {exc}", code=1) from None
+    except RedisError as exc:  # a refused login or permission: outages are waited out instead
+        # Exit at once with one line: restarting (with backoff) is the orchestrator's job.
+        raise fail(f"the worker cannot use Redis: {type(exc).__name__}: {exc}", code=1) from None
     raise typer.Exit(code)

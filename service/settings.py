@@ -186,6 +186,23 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(1000, ge=1, description="Unfinished jobs in all (then 429).")
     max_inflight_per_key: int = Field(64, ge=1, description="Unfinished jobs per API key.")
     max_wait_s: float = Field(300.0, ge=0, description="Longest `?wait=` a request may ask for.")
+    # Slow or hostile clients (service/api/limits.py): a connection is held only while it
+    # keeps sending, and one client cannot hold them all.
+    request_header_timeout_s: float = Field(
+        10.0, gt=0, description="Request line and headers must arrive within this (then 408)."
+    )
+    request_body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for the next piece of a request body (then 408); "
+        "also the grace before the minimum upload rate applies.",
+    )  # fmt: skip
+    min_upload_kib_s: float = Field(
+        256.0, gt=0, description="Slowest accepted upload (KiB/s): a body of N bytes must arrive "
+        "within request_body_timeout_s + N / rate (then 408).",
+    )  # fmt: skip
+    max_connections_per_client: int = Field(
+        64, ge=0, description="Open connections per client address (0 = no cap; behind a proxy "
+        "every client has the proxy's address: cap there instead). Over it: 429, closed.",
+    )  # fmt: skip
     # Reliability.
     job_retries: int = Field(3, ge=0, le=100, description="Re-runs of a job after a crash/error.")
     retry_backoff_s: Annotated[list[int], NoDecode] = Field(

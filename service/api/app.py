@@ -21,6 +21,7 @@ from service.api.deps import Services, key_id_of
 from service.api.errors import install_error_handlers
 from service.api.events import JobEvents
 from service.api.metrics import ApiMetrics, BodyLimitMiddleware, RequestMetricsMiddleware
+from service.api.limits import RequestDeadlineMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, info, jobs, metrics, score
 from service.jobs.blobs import open_blob_store
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (score.router, jobs.router, health.router, info.router, metrics.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.max_body_mb * 2**20))
+    app.add_middleware(RequestDeadlineMiddleware, idle_timeout_s=settings.request_body_timeout_s,
+                       min_bytes_per_s=settings.min_upload_kib_s * 1024)  # fmt: skip
     app.add_middleware(RequestMetricsMiddleware, metrics=api_metrics)
     return app
 

@@ -35,6 +35,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "Missing or invalid API key"),
     "not-found": (404, "Not found"),
     "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "The request did not arrive in time"),
     "job-already-ended": (409, "The job has already ended"),
     "body-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
@@ -45,6 +46,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "idempotency-key-reused": (422, "Idempotency-Key reused with a different request"),
     "queue-full": (429, "The queue is full"),
     "too-many-in-flight": (429, "Too many unfinished jobs for this API key"),
+    "too-many-connections": (429, "Too many open connections from this client"),
     "unavailable": (503, "Service unavailable"),
     "not-ready": (503, "Service not ready"),
     "internal-error": (500, "Internal error"),
@@ -80,6 +82,8 @@ def problem_response(problem: Problem, instance: str) -> Response:
     headers = dict(problem.headers)
     if problem.status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="reward3d"')
+    if problem.status in (408, 413):  # the body was not read (all of it): this connection is done
+        headers.setdefault("Connection", "close")
     return Response(orjson.dumps(body), status_code=problem.status, headers=headers,
                     media_type=PROBLEM_MEDIA_TYPE)  # fmt: skip
 

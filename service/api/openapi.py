@@ -40,6 +40,7 @@ SCORE_RESPONSES = {
     202: _job("Accepted and queued (or still running after `wait`); poll the Location."),
     400: _problem("Malformed body (framing, header length, truncated or extra bytes)."),
     401: _problem("Missing or invalid API key."),
+    408: _problem("The body stalled or arrived slower than the minimum upload rate."),
     413: _problem("Body larger than the limit."),
     415: _problem("Unsupported Content-Type."),
     422: _problem("Invalid fields, tensors, video limits, or a reused Idempotency-Key."),
@@ -75,6 +76,22 @@ SCORE_OPENAPI = {
 }  # fmt: skip
 
 
+def _link_jobs(schema: dict) -> None:
+    """OpenAPI links from a submitted job to the operations on it: clients and fuzzers
+    (schemathesis' stateful phase) follow the real job id instead of guessing one."""
+    paths = schema.get("paths", {})
+    targets = {"GetJob": ("/v1/jobs/{job_id}", "get"), "CancelJob": ("/v1/jobs/{job_id}", "delete")}
+    links = {}
+    for name, (path, method) in targets.items():
+        operation_id = paths.get(path, {}).get(method, {}).get("operationId")
+        if operation_id:
+            links[name] = {"operationId": operation_id, "parameters": {"job_id": "$response.body#/id"}}
+    score = paths.get("/v1/score", {}).get("post", {})
+    for status in ("200", "202"):
+        if status in score.get("responses", {}) and links:
+            score["responses"][status]["links"] = links
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema:
@@ -91,6 +108,7 @@ def install_openapi(app: FastAPI) -> None:
                 responses = operation.get("responses", {})
                 if "422" in responses:
                     responses["422"] = _problem(responses["422"].get("description", "Invalid request."))
+        _link_jobs(schema)
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
         app.openapi_schema = schema

@@ -59,7 +59,7 @@ class TensorHeader(BaseModel):
     name: str = Field(max_length=64, description="video | depth | world_to_camera | intrinsics | "
                       "confidence, optionally suffixed '.<item index>'.")  # fmt: skip
     datatype: str = Field(max_length=8, description="UINT8, FP16, FP32 or FP64.")
-    shape: list[int] = Field(max_length=8, description="Row-major shape.")
+    shape: list[int] = Field(min_length=1, max_length=8, description="Row-major shape.")
     parameters: TensorParameters | None = None
 
 
@@ -73,7 +73,7 @@ class Base64Tensor(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dtype: Literal["uint8", "float16", "float32", "float64"]
-    shape: list[int] = Field(max_length=8)
+    shape: list[int] = Field(min_length=1, max_length=8, description="Row-major shape.")
     b64: str = Field(description="Raw little-endian row-major bytes, base64 (standard alphabet).")
 
 

@@ -24,6 +24,23 @@ def tune_uvicorn_for_uploads() -> None:
         httptools_impl.HIGH_WATER_LIMIT = UPLOAD_HIGH_WATER_BYTES
 
 
+def uvicorn_config(app, *, host: str, port: int, log_level: str = "info", **options):
+    """uvicorn's configuration for our app: large-upload tuning, and the header deadline and
+    per-client connection cap of service/api/limits.py (settings from ``app.state``)."""
+    import uvicorn
+
+    from service.api.limits import guarded_protocol
+
+    settings = app.state.services.settings
+    tune_uvicorn_for_uploads()
+    try:
+        http = guarded_protocol(header_timeout_s=settings.request_header_timeout_s,
+                                max_per_client=settings.max_connections_per_client)  # fmt: skip
+    except ImportError:  # no httptools: uvicorn's h11 protocol, without those two limits
+        http = "h11"
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=http, **options)
+
+
 def run_api(app, *, host: str, port: int, log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM; returns (instead of re-raising the signal, as uvicorn does)
     so that the caller can stop workers and Redis afterwards."""
@@ -36,6 +53,5 @@ def run_api(app, *, host: str, port: int, log_level: str = "info") -> None:
                 yield
                 self._captured_signals.clear()
 
-    tune_uvicorn_for_uploads()
-    Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
+    Server(uvicorn_config(app, host=host, port=port, log_level=log_level,
                           timeout_graceful_shutdown=10)).run()  # fmt: skip

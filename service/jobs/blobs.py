@@ -21,6 +21,7 @@ record does not validate, an old key never matches, and old blobs expire with th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
@@ -33,7 +34,28 @@ from blake3 import blake3
 from pydantic import BaseModel, ConfigDict, Field
 
 DIGEST_PATTERN = r"^[0-9a-f]{64}$"  # BLAKE3, 32 bytes in hex
+# Uploads are the callers' data: readable by the service's own user only.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 ALLOWED_FILE_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".gif", ".ogv", ""}
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner can enter (missing parents too: ``mkdir``'s
+    ``parents=True`` would give them the default mode)."""
+    if not path.is_dir():
+        if not path.parent.is_dir():
+            private_dir(path.parent)
+        path.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        with contextlib.suppress(PermissionError):  # a volume root owned by someone else
+            os.chmod(path, PRIVATE_DIR_MODE)  # created earlier, or by an older version
+    return path
+
+
+def private_file(path: Path):
+    """A new file (unbuffered, binary) that only its owner can read."""
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE), "wb", buffering=0)
 
 
 class BlobMissingError(FileNotFoundError):
@@ -83,9 +105,11 @@ class BlobWriter:
         self.suffix = suffix
         self.expected_nbytes = expected_nbytes
         self.nbytes = 0
+        self.ref: BlobRef | None = None  # set by commit()
+        self.created = False  # commit() stored new bytes (not a copy of an existing blob)
         self._hash = blake3()
         self._temp = store.temp_dir / f"{uuid.uuid4().hex}.part"
-        self._file = open(self._temp, "wb", buffering=0)  # one write() per chunk, no extra copy
+        self._file = private_file(self._temp)  # one write() per chunk, no extra copy
         if kind == "npy":
             header = npy_header(self.dtype, self.shape)
             self._hash.update(header)
@@ -111,12 +135,14 @@ class BlobWriter:
             suffix=self.suffix,
         )  # fmt: skip
         final = self.store.path(ref)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(final.parent)
         if final.exists():  # same content uploaded before: keep one copy, refresh its age
             self._temp.unlink(missing_ok=True)
             os.utime(final)
         else:
             os.replace(self._temp, final)  # atomic: readers never see a partial blob
+            self.created = True
+        self.ref = ref
         self.store.publish(ref, final)
         return ref
 
@@ -130,9 +156,8 @@ class DirectoryBlobStore:
     """Blobs as files under ``root/<first two hex digits>/<blake3><ext>``."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.temp_dir = self.root / "tmp"
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(Path(root))
+        self.temp_dir = private_dir(self.root / "tmp")
 
     # -- writing ----------------------------------------------------------------------------
     def writer(self, kind: Literal["npy", "file"], *, dtype=None, shape=None,
@@ -184,6 +209,10 @@ class DirectoryBlobStore:
             os.utime(self.path(ref))
         except FileNotFoundError:
             pass
+
+    def remove(self, ref: BlobRef) -> None:
+        """Delete a blob now (an upload whose request was refused)."""
+        self.path(ref).unlink(missing_ok=True)
 
     # -- lifetime ---------------------------------------------------------------------------
     def collect_garbage(self, *, older_than_s: float, keep: set[str]) -> int:
@@ -269,6 +298,13 @@ class S3BlobStore(DirectoryBlobStore):
         try:
             self.objects.refresh(self._name(ref))
         except Exception:  # best effort, as for the directory store: a missing blob stays missing
+            pass
+
+    def remove(self, ref: BlobRef) -> None:
+        super().remove(ref)
+        try:
+            self.objects.delete([self._name(ref)])
+        except Exception:  # best effort: the janitor removes it later
             pass
 
     def collect_garbage(self, *, older_than_s: float, keep: set[str]) -> int:

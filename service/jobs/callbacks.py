@@ -2,7 +2,8 @@
 
 rq calls this for every failed attempt: an exception escaping ``score_job`` (Redis went away
 mid-job...) or an abandoned job (its worker stopped heartbeating: killed, OOM-killed, machine
-lost). If rq will retry, the record only notes why; if not, the job fails, once.
+lost). If rq will retry, the record goes back to ``queued`` (nobody runs it now) and notes
+why; if not, the job fails, once.
 Runs in a worker or in the watchdog of any process, so it must stay free of torch.
 """
 
@@ -28,7 +29,8 @@ def on_job_failure(job, connection, exc_type=None, exc_value=None, traceback=Non
     stats = StatsWriter(connection)
     if job.should_retry:
         log.warning("job %s: attempt failed (%s), will retry", job.id, error.code)
-        records.note_error(job.id, error)
+        if not records.requeue(job.id, error):
+            records.note_error(job.id, error)
         stats.increment("jobs_requeued_total", {"reason": error.code})
         return
     log.error("job %s: failed for good (%s)", job.id, error.code)

@@ -93,6 +93,7 @@ class S3Objects:
             if _is_not_found(error):
                 raise ObjectMissingError(name) from None
             raise
+        os.chmod(temporary, 0o600)  # a cached upload: owner only, as in the directory store
         os.replace(temporary, destination)
 
     def refresh(self, name: str) -> None:

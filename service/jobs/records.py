@@ -6,7 +6,8 @@ rq moves work around (queue, retries, which worker holds what); the record says 
     reward3d:job:<id>        hash   spec (items with blob references), status, times, error
     reward3d:job:<id>:items  hash   item index -> outcome JSON, written once per item
 
-Status: ``queued -> running -> finished | failed | cancelled``. The step to a terminal status
+Status: ``queued -> running -> finished | failed | cancelled``, and ``running -> queued``
+again when an attempt is lost (its worker died) or failed and rq will retry it. The step to a terminal status
 is a compare-and-set (Lua), so it happens exactly once whatever crashes and re-runs occur; a
 message on ``reward3d:events`` announces it (long-polls wait on it).
 """
@@ -112,6 +113,16 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return status
 """
 
+# running -> queued when an attempt ended without an outcome and rq will retry it: the record
+# says what is true (nobody runs it now), keeps the attempt count, and remembers why.
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return status end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'last_error', ARGV[1])
+redis.call('HDEL', KEYS[1], 'worker')
+return 'ok'
+"""
+
 # An item outcome is written once, and only while the job is unfinished.
 _STORE_ITEM = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -136,6 +147,7 @@ class JobRecords:
         self.result_ttl_s = result_ttl_s
         self._finish = connection.register_script(_FINISH)
         self._start = connection.register_script(_START)
+        self._requeue = connection.register_script(_REQUEUE)
         self._store_item = connection.register_script(_STORE_ITEM)
 
     # -- creating (inside the submit transaction, see queue.submit_job) ----------------------
@@ -216,6 +228,11 @@ class JobRecords:
                   str(self.result_ttl_s), keys.events()],
         )  # fmt: skip
         return _text(outcome) == "ok"
+
+    def requeue(self, job_id: str, error: JobError) -> bool:
+        """Back to ``queued`` after a lost or failed attempt that will be retried (only from
+        ``running``: a terminal job stays ended). False if the status was not ``running``."""
+        return _text(self._requeue(keys=[keys.job(job_id)], args=[error.model_dump_json()])) == "ok"
 
     def note_error(self, job_id: str, error: JobError) -> None:
         """Remember why the last attempt failed (shown while the job is retried)."""

@@ -19,6 +19,8 @@ import time
 import uuid
 from pathlib import Path
 
+from service.jobs.blobs import private_dir, private_file
+
 REPORTS_FOLDER = "reports"
 _JOB_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
@@ -38,9 +40,10 @@ class ReportStore:
 
     def write(self, job_id: str, index: int, html: str) -> Path:
         path = self.path(job_id, index)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # the pages show the callers' videos: owner only (0700 / 0600)
         temporary = path.parent / f".{uuid.uuid4().hex}.part"
-        temporary.write_text(html, encoding="utf-8")
+        with private_file(temporary) as file:
+            file.write(html.encode("utf-8"))
         os.replace(temporary, path)  # readers never see half a page
         if self.objects is not None:
             self.objects.put_bytes(self._name(job_id, index), html.encode("utf-8"), "text/html")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -226,8 +227,23 @@ def _ok(index: int, item: ItemSpec, result_json: str, *, cached: bool, report: s
 def _failed(context: WorkerContext, index: int, item: ItemSpec, code: str, detail: str) -> str:
     context.stats.increment("item_failures_total", {"reason": code})
     _count(context, "failed")
+    detail = public_detail(detail, blob_root=getattr(context.store, "root", None))
     return json.dumps({"index": index, "id": item.id, "status": "failed", "cached": False,
                        "error": {"code": code, "detail": detail[:500]}, "result": None})  # fmt: skip
+
+
+# Two or more absolute path components (/srv/x, /tmp/a/b.mp4): a server path, whatever the
+# library that put it into its message.
+_SERVER_PATH = re.compile(r"(?<![\w.:/])(?:/[\w.@+~-]+){2,}/?")
+
+
+def public_detail(detail: str, *, blob_root=None) -> str:
+    """An item error as the caller may see it: what is wrong with *their* input, without the
+    server's file system layout (blob paths, temp dirs) that decoder messages carry."""
+    if blob_root is not None:
+        stored = re.compile(re.escape(str(blob_root)) + r"/[^\s'\":,;)]*")
+        detail = stored.sub("(uploaded file)", detail)
+    return _SERVER_PATH.sub("<server path>", detail)
 
 
 def _count(context: WorkerContext, status: str) -> None:

@@ -11,7 +11,11 @@
   item is stuck in native code far past its time limit.
 - SIGTERM: rq's warm shutdown: the job in hand is finished, then the worker exits (a second
   SIGTERM stops at once; the job is then re-queued by the watchdog).
-- Redis going away does not end the process: the worker reconnects and keeps its models.
+- Redis going away does not end the process, however long it is gone: the worker waits for
+  it (backoff capped at 1 s, so work resumes within ~2 s of Redis returning), builds a fresh rq
+  worker on the same warm pipeline, and carries on. Only a refused login ends it (exit 1).
+- rq's blocking dequeue waits ``dequeue_timeout`` on its own connection, whose read timeout is
+  longer than that; a shorter one cuts every idle wait ("Timeout reading from socket").
 """
 
 from __future__ import annotations
@@ -26,14 +30,16 @@ import time
 import uuid
 
 import redis
+from rq.defaults import DEFAULT_WORKER_TTL
 from rq.serializers import JSONSerializer
+from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 from rq.utils import now
 from rq.worker import SimpleWorker
 
 from service.jobs import keys
 from service.jobs.blobs import open_blob_store
 from service.jobs.cache import scorer_fingerprint
-from service.jobs.connection import redis_connection
+from service.jobs.connection import is_transient, redis_connection
 from service.jobs.queue import NoJobTimeout, RewardJob, make_queue
 from service.jobs.readiness import clear_ready, mark_ready
 from service.jobs.records import JobRecords
@@ -44,12 +50,16 @@ from service.jobs.watchdog import sweep
 log = logging.getLogger("reward3d.worker")
 
 EXIT_STUCK = 75  # the process ended itself: an item was stuck in native code
+# rq blocks in BLMOVE for up to dequeue_timeout (worker_ttl - 15 s); its connection must wait
+# longer than that for a reply.
+RQ_READ_TIMEOUT_S = DEFAULT_WORKER_TTL - 15 + 10
+RECONNECT_MAX_WAIT_S = 1.0  # between attempts while Redis is down: back to work ~1 s after it returns
 
 
 class RewardWorker(SimpleWorker):
     job_class = RewardJob
     death_penalty_class = NoJobTimeout  # per-item limits instead (tasks.py)
-    max_connection_wait_time = 5.0  # reconnect to a restarted Redis within seconds
+    max_connection_wait_time = RECONNECT_MAX_WAIT_S  # rq's own retry loop around the dequeue
 
     def __init__(self, *args, context: WorkerContext, ready_info: dict | None = None,
                  **kwargs) -> None:  # fmt: skip
@@ -118,6 +128,7 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
+            self.leave_if_orphaned()  # first: it needs no Redis, which may be down for good
             try:
                 self.beat()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -147,10 +158,12 @@ class Heartbeat(threading.Thread):
             self._last_sweep = now
             sweep(connection, settings, store=self.context.store)
         self.enforce_hard_limit()
+
+    def leave_if_orphaned(self) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             log.warning("the serving process is gone: finishing the job in hand, then exiting")
             self.parent_pid = None
-            os.kill(os.getpid(), signal.SIGTERM)  # rq's warm shutdown
+            os.kill(os.getpid(), signal.SIGTERM)  # rq's warm shutdown (or the wait for Redis ends)
 
     def enforce_hard_limit(self) -> None:
         """An item stuck in native code (SIGALRM cannot interrupt it) ends the process: its
@@ -246,21 +259,28 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
     holder: dict = {"worker": None}
     heartbeat = Heartbeat(context, lambda: holder["worker"], info, parent_pid=parent_pid)
     heartbeat.start()
+    rq_connection = dequeue_connection(settings.redis_url)
+    stopping = threading.Event()
     generation = 0
     try:
-        while True:
-            worker = RewardWorker([make_queue(connection, settings)], connection=connection,
-                                  name=f"{name}.{generation}", context=context,
-                                  ready_info={"name": name, **info})  # fmt: skip
-            holder["worker"] = worker
+        while not stopping.is_set():
+            _stop_on_sigterm(stopping)  # between rq workers, rq's handlers are not ours to rely on
+            if not wait_for_redis(rq_connection, stopping):
+                break
+            worker = None
             try:
+                worker = RewardWorker([make_queue(rq_connection, settings)], connection=rq_connection,
+                                      name=f"{name}.{generation}", context=context,
+                                      ready_info={"name": name, **info})  # fmt: skip
+                holder["worker"] = worker
                 worker.work(burst=burst, logging_level=logging_level)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("Redis unreachable (%s); retrying", exc)
-            if worker.stop_signalled or worker._stop_requested or burst:
+            except redis.RedisError as exc:
+                if not is_transient(exc):
+                    raise  # a refused login, a missing permission: no amount of waiting helps
+                log.warning("Redis unreachable (%s); reconnecting, models kept", exc)
+            if burst or (worker is not None and (worker.stop_signalled or worker._stop_requested)):
                 break
             generation += 1  # work() gave up (Redis went away...): go again, models kept
-            time.sleep(1.0)
     finally:
         clear_ready(settings.worker_ready_file)  # first: no probe may see a stopping worker ready
         holder["worker"] = None
@@ -271,3 +291,46 @@ def run_worker(settings, *, burst: bool = False, name: str | None = None,
             pass
         set_context(None)
     return 0
+
+
+def dequeue_connection(url: str):
+    """rq's own connection: no read timeout shorter than its blocking dequeue (rq raises the
+    timeout only for connections made after it starts; one made earlier, by the heartbeat on
+    a shared pool, kept redis-py's 5 s and cut every idle wait), and no hidden retries in
+    redis-py (this loop and rq's retry, and log it)."""
+    return redis_connection(url, socket_timeout=RQ_READ_TIMEOUT_S, retries=0)
+
+
+def wait_for_redis(connection, stopping: threading.Event) -> bool:
+    """Block until Redis answers a PING (True) or ``stopping`` is set (False). Exponential
+    backoff with jitter, capped at RECONNECT_MAX_WAIT_S; one log line per outage."""
+    outage = {"since": None}
+
+    def note(retry_state) -> None:
+        if outage["since"] is None:
+            outage["since"] = time.monotonic()
+            log.warning("Redis unreachable (%s); waiting for it, models kept",
+                        retry_state.outcome.exception())  # fmt: skip
+
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(initial=0.05, max=RECONNECT_MAX_WAIT_S, jitter=0.1),
+        stop=lambda _state: stopping.is_set(),
+        sleep=stopping.wait,
+        before_sleep=note,
+        reraise=True,
+    )  # fmt: skip
+    try:
+        retrying(connection.ping)
+    except redis.RedisError:
+        if stopping.is_set():
+            return False
+        raise
+    if outage["since"] is not None:
+        log.warning("Redis is back after %.1f s", time.monotonic() - outage["since"])
+    return not stopping.is_set()
+
+
+def _stop_on_sigterm(stopping: threading.Event) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -139,9 +139,11 @@ class ApiServer:
         import uvicorn
 
         from service.api import create_app
+        from service.api.server import uvicorn_config
 
         self.app = create_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0,
+        # As `reward3d serve` configures it (upload tuning, header deadline, connection cap).
+        self.server = uvicorn.Server(uvicorn_config(self.app, host="127.0.0.1", port=0,
                                                     log_level="warning", lifespan="on"))  # fmt: skip
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -259,7 +259,9 @@ def test_watchdog_requeues_a_job_whose_worker_went_silent(queue_setup):
     report = sweep(connection, settings)
     assert report.requeued == [job_id]
     assert queue.get_job_ids() == [job_id] and registry.get_job_ids(cleanup=False) == []
-    assert records.status(job_id) == "running"  # not failed: it will run again
+    assert records.status(job_id) == "queued"  # not failed: it will run again (nobody runs it now)
+    record = records.load(job_id)
+    assert record.attempts == 1 and "worker_lost" in connection.hget(keys.job(job_id), "last_error").decode()
     assert execution.id  # (the dead execution was cleaned up by rq's registry)
 
 

@@ -26,12 +26,43 @@ from service.api.ingest.npy import MAGIC, read_npy
 from service.api.ingest.safetensors_body import read_safetensors
 from service.api.ingest.stream import BodyStream
 from service.api.ingest.tensors import Limits
+from service.jobs.blobs import DirectoryBlobStore
 from service.jobs.records import JobSpec
 
 REQUEST_FIELDS_HEADER = "reward3d-request"
 NPY_TYPES = {"application/x-npy", "application/npy"}
 SAFETENSORS_TYPES = {"application/x-safetensors", "application/safetensors"}
 FORMATS = ["binary", "npy", "safetensors", "multipart", "json"]
+
+
+class UploadSession:
+    """The blob store as one request sees it: remembers what the request wrote, so that a
+    refused request leaves nothing behind (``discard``) instead of waiting for the janitor.
+
+    Only blobs this request created are deleted: one that already existed belongs to other
+    jobs too. (Two identical uploads racing, one refused, can still delete the other's blob;
+    that job then fails its item with ``input_expired`` and can be resubmitted.)"""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.writers = []
+
+    def writer(self, *args, **kwargs):
+        writer = self.store.writer(*args, **kwargs)
+        self.writers.append(writer)
+        return writer
+
+    put_array = DirectoryBlobStore.put_array  # goes through self.writer, hence is tracked
+
+    def __getattr__(self, name):  # everything else: the store itself
+        return getattr(self.store, name)
+
+    def discard(self) -> None:
+        for writer in self.writers:
+            writer.abort()  # a partial upload's temp file
+            if writer.created and writer.ref is not None:
+                self.store.remove(writer.ref)
+        self.writers.clear()
 
 
 @dataclass
@@ -78,6 +109,11 @@ async def _read_submission(request: Request, settings, store) -> Submission:
     header_length = request.headers.get(HEADER_LENGTH)
     fields_header = request.headers.get(REQUEST_FIELDS_HEADER)
     fmt = _format(content_type, header_length)
+    max_json_bytes = int(settings.max_json_mb * 2**20)
+    if fmt == "json" and content_length is not None and content_length > max_json_bytes:
+        # Refused before reading, as for the other formats (a body is not read to be refused).
+        raise Problem("body-too-large", f"the JSON body is {content_length} bytes; JSON bodies are "
+                      f"limited to {max_json_bytes} bytes (use the binary format for large videos)")  # fmt: skip
     if fmt == "sniff":
         fmt = await _sniff(body)
     if fmt == "binary":
@@ -92,7 +128,7 @@ async def _read_submission(request: Request, settings, store) -> Submission:
         spec = await read_safetensors(body, fields=fields, content_length=content_length,
                                       limits=limits, store=store)  # fmt: skip
     else:
-        spec = await read_json(body, max_bytes=int(settings.max_json_mb * 2**20), limits=limits,
+        spec = await read_json(body, max_bytes=max_json_bytes, limits=limits,
                                store=store)  # fmt: skip
     return Submission(spec, fmt, body.received)
 

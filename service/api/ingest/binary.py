@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from service.api.errors import Problem, invalid_request
 from service.api.ingest.items import build_spec, check_item_count
+from service.api.ingest.json_text import load_json_object
 from service.api.ingest.stream import BodyStream, stream_segments
 from service.api.ingest.tensors import KSERVE_DTYPES, Limits, dtype_from, plan_segments
 from service.api.schemas import BinaryHeader
@@ -43,12 +44,10 @@ def parse_header_length(value: str | None, content_length: int | None) -> int:
 async def read_binary(body: BodyStream, *, header_length: int, content_length: int | None,
                       limits: Limits, store) -> JobSpec:  # fmt: skip
     raw = await body.read_exact(header_length, "JSON header")
+    parsed = load_json_object(raw, "the JSON header", hint="is Inference-Header-Content-Length right?")
     try:
-        header = BinaryHeader.model_validate_json(raw)
+        header = BinaryHeader.model_validate(parsed)
     except ValidationError as exc:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            raise Problem("body-framing", "the first Inference-Header-Content-Length bytes are not a "
-                          "JSON object (is the length right?)") from None  # fmt: skip
         raise invalid_request(exc, ("header",)) from None
     tensors = []
     for position, spec in enumerate(header.inputs):

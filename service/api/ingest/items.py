@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from service.api.errors import Problem, invalid_request
+from service.api.ingest.json_text import load_json
 from service.api.schemas import ItemFields, RequestFields
 from service.jobs.blobs import BlobRef
 from service.jobs.records import ItemSpec, JobSpec
@@ -15,13 +16,11 @@ def parse_fields(raw: bytes | str | dict | None, where: str) -> RequestFields:
     """Request fields from JSON text or a dict (422 with the field path if invalid)."""
     if raw is None or raw == b"" or raw == "":
         return RequestFields()
+    if not isinstance(raw, dict):
+        raw = load_json(raw, where)
     try:
-        if isinstance(raw, dict):
-            return RequestFields.model_validate(raw)
-        return RequestFields.model_validate_json(raw)
+        return RequestFields.model_validate(raw)
     except ValidationError as exc:
-        if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            raise Problem("body-framing", f"{where} is not valid JSON") from None
         raise invalid_request(exc, (where,)) from None
 
 

@@ -10,11 +10,11 @@ import asyncio
 import binascii
 
 import numpy as np
-import orjson
 from pydantic import ValidationError
 
 from service.api.errors import Problem, invalid_request
 from service.api.ingest.items import build_spec
+from service.api.ingest.json_text import load_json
 from service.api.ingest.stream import BodyStream
 from service.api.ingest.tensors import JSON_DTYPES, Limits, Segment, ValueCheck, plan_segments
 from service.api.ingest.video_files import file_suffix, probe_video
@@ -30,10 +30,7 @@ async def read_json(body: BodyStream, *, max_bytes: int, limits: Limits, store) 
             raise Problem("body-too-large", f"JSON bodies are limited to {max_bytes} bytes; use the "
                           "binary format for large videos")  # fmt: skip
         parts.append(bytes(piece))
-    try:
-        payload = orjson.loads(b"".join(parts))
-    except orjson.JSONDecodeError:
-        raise Problem("body-framing", "the body is not valid JSON") from None
+    payload = load_json(b"".join(parts), "the body")
     try:
         request = JsonScoreRequest.model_validate(payload)
     except ValidationError as exc:

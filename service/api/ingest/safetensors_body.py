@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import struct
 
-import orjson
-
 from service.api.errors import Problem
 from service.api.ingest.items import build_spec, check_item_count, parse_fields
+from service.api.ingest.json_text import load_json_object
 from service.api.ingest.stream import BodyStream, stream_segments
 from service.api.ingest.tensors import SAFETENSORS_DTYPES, Limits, dtype_from, plan_segments
 from service.api.schemas import RequestFields
@@ -30,12 +29,7 @@ async def read_safetensors(body: BodyStream, *, fields: RequestFields | None,
     (length,) = struct.unpack("<Q", await body.read_exact(8, "safetensors header length"))
     if not 2 <= length <= MAX_HEADER:
         raise Problem("body-framing", f"safetensors header length {length} is out of range")
-    try:
-        header = orjson.loads(await body.read_exact(length, "safetensors header"))
-        if not isinstance(header, dict):
-            raise TypeError
-    except (orjson.JSONDecodeError, TypeError):
-        raise Problem("body-framing", "the safetensors header is not a JSON object") from None
+    header = load_json_object(await body.read_exact(length, "safetensors header"), "the safetensors header")
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict):
         raise Problem("body-framing", "safetensors __metadata__ must be an object of strings")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -35,7 +35,7 @@ def warm_workers(connection) -> list[dict]:
 
 
 @router.get("/readyz", summary="Readiness", responses={503: _problem("Not ready (reason in detail).")})
-async def readyz(services: ServicesDep) -> Response:
+async def readyz(services: ServicesDep, request: Request) -> Response:
     def check() -> int:
         services.connection.ping()
         return len(warm_workers(services.connection))
@@ -45,5 +45,8 @@ async def readyz(services: ServicesDep) -> Response:
     except Exception:
         raise Problem("not-ready", "Redis is unreachable", headers={"Retry-After": "2"}) from None
     if workers == 0:
-        raise Problem("not-ready", "no worker with warm models is alive", headers={"Retry-After": "5"})
+        pool = getattr(request.app.state, "worker_pool", None)  # `reward3d serve`'s own workers
+        why = pool.problem() if pool is not None else None
+        raise Problem("not-ready", f"no worker with warm models is alive{': ' + why if why else ''}",
+                      headers={"Retry-After": "5"})  # fmt: skip
     return Response(orjson.dumps({"status": "ready", "workers": workers}), media_type="application/json")

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from service.api.deps import ApiKeyDep, ServicesDep
 from service.api.errors import Problem
-from service.api.ingest import read_submission
+from service.api.ingest import UploadSession, read_submission
 from service.api.openapi import SCORE_OPENAPI, SCORE_RESPONSES
 from service.api.views import job_view, load_job, wait_until_ended
 from service.jobs import keys
@@ -44,7 +44,12 @@ async def score(
     if idempotency_key is not None and (not idempotency_key or set(idempotency_key) - IDEMPOTENCY_KEY_CHARS):
         raise Problem("invalid-request", "Idempotency-Key must be 1-255 characters of A-Z a-z 0-9 - _ . : ~")
     await run_in_threadpool(_check_capacity, services, key_id)  # 429 before reading the body
-    submission = await read_submission(request, settings, services.store)
+    uploads = UploadSession(services.store)
+    try:
+        submission = await read_submission(request, settings, uploads)
+    except BaseException:  # refused or cut off: its uploads go now, not at the next janitor pass
+        await run_in_threadpool(uploads.discard)
+        raise
     services.metrics.upload_bytes.labels(submission.format).inc(submission.received_bytes)
     fingerprint = request_fingerprint(submission.spec)
     try:
@@ -53,12 +58,15 @@ async def score(
             spec=submission.spec, key_id=key_id, fingerprint=fingerprint,
             idempotency_key=idempotency_key,
         )  # fmt: skip
-    except (QueueFull, TooManyInFlight) as exc:
+    except (QueueFull, TooManyInFlight, IdempotencyKeyReused) as exc:
+        # Refused for sure. (Not on a Redis error: the job may have been accepted just before
+        # the connection broke, and would then need these blobs; the janitor decides later.)
+        await run_in_threadpool(uploads.discard)
+        if isinstance(exc, IdempotencyKeyReused):
+            raise Problem("idempotency-key-reused", str(exc)) from None
         exc.retry_after_s = await run_in_threadpool(_retry_after, services)
         services.metrics.submissions.labels("rejected").inc()
         raise _too_many(exc) from None
-    except IdempotencyKeyReused as exc:
-        raise Problem("idempotency-key-reused", str(exc)) from None
     services.metrics.submissions.labels("created" if submitted.created else "deduplicated").inc()
     await wait_until_ended(services, submitted.job_id, min(wait, settings.max_wait_s))
     record, outcomes = await load_job(services, submitted.job_id, key_id)
