@@ -350,7 +350,9 @@ def test_item_errors_carry_no_server_path(redis_url, fresh_redis, tmp_path):
     from service.jobs.tasks import WorkerContext, score_item
     from service.pipeline import RewardPipeline
 
-    settings = make_settings(redis_url, tmp_path)
+    # A real backend: the pipeline builds its geometry model before decoding (the oracle one
+    # of the service tests needs per-request arrays this item does not have).
+    settings = make_settings(redis_url, tmp_path).model_copy(update={"geometry_backend": "classical"})
     store = DirectoryBlobStore(settings.resolved_blob_dir())
     writer = store.writer("file", suffix=".mp4")
     writer.write(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)  # an mp4 that is not one
