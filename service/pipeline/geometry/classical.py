@@ -214,8 +214,8 @@ class ClassicalGeometry:
             poses = sfm.two_view_poses(two_views, camera)
             return poses, "translation" if poses.registered.any() else "unknown"
         registered = int(poses.registered.sum())
+        # `rotation` was built above; it linked fewer than half the frames, the mapper fewer.
         if motion == "rotation" and registered < 0.5 * num_frames:
-            rotation = sfm.rotation_only_poses(two_views, num_frames, camera)
             if rotation.registered.sum() >= registered:
                 return rotation, motion
         if registered == 0:
